@@ -1,0 +1,16 @@
+"""wgan_ext: fused CPU/CUDA ops for Lipschitz-constrained (Wasserstein) GAN training in PyTorch.
+
+Drop-ins for your own training loop:
+    wgan_ext.clip_(critic.parameters(), 0.01)     # WGAN weight clipping, one fused pass
+    clipper = wgan_ext.Clipper(critic, c=0.01); clipper.attach(critic_optimizer)
+
+Every op falls back to a pure-torch reference where the compiled kernels are missing
+(``python -m wgan_ext.info`` shows what was built).
+"""
+
+from ._ops import build_info, has_ops
+from .clip import Clipper, clip_
+
+__version__ = "0.1.0"
+
+__all__ = ["Clipper", "clip_", "has_ops", "build_info", "__version__"]

@@ -1,0 +1,112 @@
+"""The op layer: loads the compiled library, registers fake kernels, and picks fused kernel or reference per call.
+
+Selection, per op and device:
+  * ``impl="auto"`` (default): the compiled kernel when the library loaded and has a kernel for the tensors' device,
+    else the pure-torch reference, with one warning per (op, reason).
+  * ``impl="fused"``: the compiled kernel or a RuntimeError saying why it is missing.
+  * ``impl="reference"``: always the pure-torch reference (also the test oracle).
+The default can be set with the environment variable ``WGAN_EXT_IMPL`` (auto | fused | reference).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+IMPLS = ("auto", "fused", "reference")
+ENV_IMPL = "WGAN_EXT_IMPL"
+
+# Compiled ops and the device types they may have kernels for.
+OP_NAMES = ("clip_", "clip_count_")
+DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+
+LOAD_ERROR: BaseException | None = None
+try:
+    from . import _C  # noqa: F401  (loading the library registers torch.ops.wgan_ext.*)
+except (ImportError, OSError) as exc:  # missing, or built against another torch
+    LOAD_ERROR = exc
+
+
+def has_ops() -> bool:
+    """True when the compiled library loaded."""
+    return LOAD_ERROR is None
+
+
+def _kernel_table() -> dict[tuple[str, str], bool]:
+    table = {}
+    for op in OP_NAMES:
+        for device, key in DEVICE_KEYS.items():
+            table[(op, device)] = has_ops() and torch._C._dispatch_has_kernel_for_dispatch_key(f"wgan_ext::{op}", key)
+    return table
+
+
+# Computed once: a dict lookup is cheap in the hot path and traceable by torch.compile.
+KERNELS = _kernel_table()
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """True when the compiled op `op` has a kernel for tensors on `device_type` ("cpu", "cuda", ...)."""
+    return KERNELS.get((op, device_type), False)
+
+
+def build_info() -> dict[str, str]:
+    """How the compiled library was built ({} when it did not load)."""
+    if not has_ops():
+        return {}
+    text = torch.ops.wgan_ext._build_info()
+    return dict(item.split("=", 1) for item in text.split(";") if item)
+
+
+def _missing_reason(op: str, device_type: str) -> str:
+    if LOAD_ERROR is not None:
+        return (f"the compiled library wgan_ext._C could not be loaded ({type(LOAD_ERROR).__name__}: {LOAD_ERROR}). "
+                "Reinstall against the torch you run with: pip install --no-build-isolation .")
+    return (f"wgan_ext was built without a {device_type} kernel for {op} "
+            "(python -m wgan_ext.info lists what was built)")
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def resolve_impl(impl: str | None) -> str:
+    """The implementation asked for: the argument, else $WGAN_EXT_IMPL, else "auto"; validated."""
+    if impl is None:
+        impl = os.environ.get(ENV_IMPL, "auto").strip().lower() or "auto"
+        source = f"environment variable {ENV_IMPL}"
+    else:
+        source = "impl"
+    if impl not in IMPLS:
+        raise ValueError(f"{source} must be one of {', '.join(IMPLS)}; got {impl!r}")
+    return impl
+
+
+def use_fused(op: str, device_type: str, impl: str | None) -> bool:
+    """Whether to run the compiled `op` for tensors on `device_type` (see the module docstring)."""
+    impl = resolve_impl(impl)
+    if impl == "reference":
+        return False
+    if has_kernel(op, device_type):
+        return True
+    if impl == "fused":
+        raise RuntimeError(f"wgan_ext: impl='fused' was asked for {op} on {device_type}, but "
+                           f"{_missing_reason(op, device_type)}")
+    key = (op, device_type)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f"wgan_ext: using the pure-torch reference for {op} on {device_type}: "
+                      f"{_missing_reason(op, device_type)}", RuntimeWarning, stacklevel=3)
+    return False
+
+
+# Fake (meta) kernels, so the ops work under torch.compile and FakeTensor tracing.
+if has_ops():
+
+    @torch.library.register_fake("wgan_ext::clip_")
+    def _clip_fake(tensors, min, max):  # noqa: A002
+        return None
+
+    @torch.library.register_fake("wgan_ext::clip_count_")
+    def _clip_count_fake(tensors, min, max):  # noqa: A002
+        return tensors[0].new_empty((len(tensors),), dtype=torch.int64)

@@ -1,0 +1,211 @@
+"""Weight clipping (WGAN, Arjovsky et al. 2017, Algorithm 1 line 7): clamp every critic parameter to [-c, c].
+
+``clip_`` clamps a whole list of tensors in one op call (one multi-tensor launch per device and dtype on CUDA, one
+parallel pass on CPU) instead of one ``clamp_`` per tensor. ``Clipper`` holds a critic's parameters and the bound,
+and can hook itself after every step of the critic's optimizer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import numbers
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from . import _ops, _reference
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_SUPPORTED = frozenset(SUPPORTED_DTYPES)
+_DTYPE_NAMES = "float32, float64, float16, bfloat16"
+
+
+def _real(value, name: str) -> float:
+    """`value` as a finite float, or a ValueError/TypeError naming `name`."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value} (leave min or max as None for no bound on that side)")
+    return value
+
+
+def clip_bounds(c=None, min=None, max=None) -> tuple[float, float]:  # noqa: A002
+    """The (lo, hi) of a clamp given either c (> 0: [-c, c]) or min and/or max (None: unbounded on that side)."""
+    if c is not None:
+        if min is not None or max is not None:
+            raise ValueError("give either c (clamp to [-c, c]) or min=/max=, not both")
+        c = _real(c, "c")
+        if c <= 0:
+            raise ValueError(f"c must be > 0 (parameters are clamped to [-c, c]), got {c}")
+        return -c, c
+    if min is None and max is None:
+        raise TypeError("give the bound: c (clamp to [-c, c]) or min=/max=")
+    lo = -math.inf if min is None else _real(min, "min")
+    hi = math.inf if max is None else _real(max, "max")
+    if lo > hi:
+        raise ValueError(f"min must be <= max, got min={lo}, max={hi}")
+    return lo, hi
+
+
+def _check_tensors(tensors: list) -> None:
+    for i, t in enumerate(tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"clip_: item {i} is a {type(t).__name__}, not a tensor; pass tensors or "
+                            "module.parameters()")
+        if t.dtype not in _SUPPORTED:
+            raise TypeError(f"clip_: item {i} has dtype {t.dtype}; supported: {_DTYPE_NAMES}")
+        if t.layout != torch.strided:
+            raise ValueError(f"clip_: item {i} has layout {t.layout}; only dense (strided) tensors are supported")
+        if t.is_meta:
+            raise ValueError(f"clip_: item {i} is a meta tensor (it has no data to clamp)")
+        if not t.is_contiguous() and torch._debug_has_internal_overlap(t) == 1:
+            raise ValueError(f"clip_: item {i} has elements that share memory (an expanded view?); clamp the tensor "
+                             "that owns them")
+
+
+def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float | None = None,  # noqa: A002
+          max: float | None = None, return_counts: bool = False, impl: str | None = None):  # noqa: A002
+    """Clamp every tensor of `params` in place to [-c, c] (or [min, max]) in one fused pass.
+
+    Args:
+        params: tensors or parameters, any iterable (``model.parameters()`` works). Float32, float64, float16 and
+            bfloat16; any shape and strides; leaf parameters that require grad are fine (the clamp is not
+            recorded by autograd). Tensors on several devices are clamped per device.
+        c: clamp to [-c, c]; c > 0 and finite. Or give ``min=`` and/or ``max=`` instead (None: no bound there).
+        return_counts: also return, from the same pass, an int64 tensor of shape ``(len(params),)``: per tensor,
+            how many elements sit at a bound after the clamp (the clip's saturation). It lives on the first
+            tensor's device; reading it synchronizes.
+        impl: "auto" (default, or $WGAN_EXT_IMPL), "fused" or "reference"; see ``wgan_ext._ops``.
+
+    Results equal ``torch.clamp`` bit for bit (bounds rounded to each tensor's dtype; NaN stays NaN).
+    Returns None, or the counts when ``return_counts``.
+    """
+    lo, hi = clip_bounds(c, min, max)
+    tensors = list(params)
+    _check_tensors(tensors)
+    if not tensors:
+        return torch.zeros(0, dtype=torch.int64) if return_counts else None
+
+    op = "clip_count_" if return_counts else "clip_"
+    first = tensors[0].device
+    if all(t.device == first for t in tensors):
+        groups = {first: (None, tensors)}
+    else:
+        groups = {}
+        for i, t in enumerate(tensors):
+            groups.setdefault(t.device, ([], []))
+            groups[t.device][0].append(i)
+            groups[t.device][1].append(t)
+
+    counts = torch.zeros(len(tensors), dtype=torch.int64, device=first) if return_counts and len(groups) > 1 else None
+    with torch.no_grad():
+        for device, (index, group) in groups.items():
+            fused = _ops.use_fused(op, device.type, impl)
+            if not return_counts:
+                (torch.ops.wgan_ext.clip_ if fused else _reference.clip_)(group, lo, hi)
+                continue
+            part = (torch.ops.wgan_ext.clip_count_ if fused else _reference.clip_count_)(group, lo, hi)
+            if index is None:
+                return part
+            counts[torch.tensor(index, device=first)] = part.to(first)
+    return counts
+
+
+def _named_params(module: nn.Module, exclude: Iterable[str], exclude_types: tuple) -> list[tuple[str, nn.Parameter]]:
+    named = list(module.named_parameters())
+    skip = set()
+    for pattern in exclude:
+        hits = {name for name, _ in named if fnmatch.fnmatchcase(name, pattern)}
+        if not hits:
+            examples = ", ".join(name for name, _ in named[:5])
+            raise ValueError(f"Clipper: exclude pattern {pattern!r} matches no parameter (names look like: "
+                             f"{examples})")
+        skip |= hits
+    if exclude_types:
+        for mod_name, sub in module.named_modules():
+            if isinstance(sub, exclude_types):
+                skip |= {name for name, _ in sub.named_parameters(prefix=mod_name)}
+    return [(name, p) for name, p in named if name not in skip]
+
+
+class Clipper:
+    """Weight clipping for a critic: ``clipper()`` clamps all its parameters in one fused pass.
+
+    Args:
+        params: the critic (an ``nn.Module``) or an iterable of its parameters.
+        c: clamp to [-c, c] (paper default 0.01). Or ``min=``/``max=`` (then c is ignored unless given).
+        exclude: name patterns (``fnmatch``, e.g. ``"*.bias"``, ``"main.1.*"``) of parameters to leave alone;
+            needs a module. A pattern that matches nothing is an error (it is usually a typo).
+        exclude_types: module classes whose parameters are left alone, e.g. ``(nn.BatchNorm2d,)``. The official
+            WGAN code clamps BatchNorm's weight and bias too, which is what the default does.
+        track_saturation: count, in the same pass, the elements at a bound; see ``saturation()``.
+        impl: "auto" | "fused" | "reference" (see ``clip_``).
+
+    When to clip: the paper (Algorithm 1) clamps right *after* each critic update; the official code clamps at the
+    *start* of each critic iteration, before the forward pass. ``attach(optimizer)`` gives the paper's order (one
+    line added to a loop); for the official order call ``clipper()`` before each critic step instead. The two
+    differ only in whether the generator step and the first critic forward see freshly clamped weights.
+    """
+
+    def __init__(self, params, c: float | None = 0.01, *, min: float | None = None,  # noqa: A002
+                 max: float | None = None, exclude: Iterable[str] = (), exclude_types=(),  # noqa: A002
+                 track_saturation: bool = False, impl: str | None = None):
+        if min is not None or max is not None:
+            c = None
+        self.min, self.max = clip_bounds(c, min, max)
+        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        exclude_types = tuple(exclude_types) if isinstance(exclude_types, (list, tuple)) else (exclude_types,)
+        if isinstance(params, nn.Module):
+            named = _named_params(params, exclude, exclude_types)
+        else:
+            if exclude or exclude_types:
+                raise TypeError("Clipper: exclude= and exclude_types= need the module itself, not its parameters")
+            named = [(str(i), p) for i, p in enumerate(params)]
+        _check_tensors([p for _, p in named])
+        self.names = [name for name, _ in named]
+        self.params = [p for _, p in named]
+        self.track_saturation = track_saturation
+        self.impl = _ops.resolve_impl(impl)
+        self.last_counts: torch.Tensor | None = None
+
+    def __call__(self) -> torch.Tensor | None:
+        """Clamp every parameter now. Returns the per-parameter counts at a bound when tracking saturation."""
+        counts = clip_(self.params, min=self.min, max=self.max, return_counts=self.track_saturation, impl=self.impl)
+        self.last_counts = counts
+        return counts
+
+    def saturation(self) -> float:
+        """Fraction of all clipped elements that sat at a bound after the last call (synchronizes with the device)."""
+        if self.last_counts is None:
+            raise RuntimeError("Clipper.saturation(): build the Clipper with track_saturation=True and call it first")
+        total = sum(p.numel() for p in self.params)
+        return float(self.last_counts.sum().item()) / total if total else 0.0
+
+    def saturation_per_parameter(self) -> dict[str, float]:
+        """Per parameter name, the fraction of its elements at a bound after the last call."""
+        if self.last_counts is None:
+            raise RuntimeError("Clipper.saturation_per_parameter(): build the Clipper with track_saturation=True "
+                               "and call it first")
+        counts = self.last_counts.tolist()
+        return {n: (k / p.numel() if p.numel() else 0.0) for n, p, k in zip(self.names, self.params, counts)}
+
+    def attach(self, optimizer: torch.optim.Optimizer):
+        """Clamp after every ``optimizer.step()`` (the paper's order). Returns a handle; ``handle.remove()`` detaches.
+
+        The optimizer must hold at least one of the clipped parameters (attach to the critic's optimizer).
+        """
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if self.params and not any(id(p) in held for p in self.params):
+            raise ValueError("Clipper.attach: the optimizer holds none of the clipped parameters; attach the Clipper "
+                             "to the critic's optimizer")
+        return optimizer.register_step_post_hook(lambda opt, args, kwargs: self())
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.params)
+        return (f"Clipper(min={self.min}, max={self.max}, tensors={len(self.params)}, elements={n}, "
+                f"impl={self.impl!r})")

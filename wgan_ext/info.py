@@ -1,0 +1,76 @@
+"""``python -m wgan_ext.info``: what this install of wgan_ext was built with and which kernels it has.
+
+Options:
+  --json           print the same facts as JSON
+  --require-cuda   exit with status 1 unless every op has a CUDA kernel (CI uses this where nvcc is present)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from . import __version__, _ops
+
+
+def collect() -> dict:
+    info = _ops.build_info()
+    return {
+        "wgan_ext": __version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "compiled_library": "loaded" if _ops.has_ops() else f"not loaded: {_ops.LOAD_ERROR}",
+        "built_against_torch": info.get("torch"),
+        "cuda_kernels_built": info.get("cuda") == "1",
+        "cuda_runtime": info.get("cuda_runtime"),
+        "cuda_archs": [a for a in info.get("cuda_archs", "").split(",") if a],
+        "kernels": {op: {dev: _ops.has_kernel(op, dev) for dev in _ops.DEVICE_KEYS} for op in _ops.OP_NAMES},
+        "impl_default": _ops.resolve_impl(None),
+    }
+
+
+def _arch_names(archs: list[str]) -> str:
+    # nvcc's __CUDA_ARCH_LIST__ spells sm_90 as 900.
+    return ", ".join(f"sm_{int(a) // 10}" for a in archs) if archs else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wgan_ext.info", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--require-cuda", action="store_true",
+                        help="exit 1 unless every op has a CUDA kernel")
+    args = parser.parse_args(argv)
+    facts = collect()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        print(f"wgan_ext {facts['wgan_ext']}")
+        print(f"torch {facts['torch']} (CUDA {facts['torch_cuda']}), CUDA available: {facts['cuda_available']}"
+              + (f" ({facts['gpu']})" if facts["gpu"] else ""))
+        print(f"compiled library: {facts['compiled_library']}")
+        if _ops.has_ops():
+            print(f"  built against torch {facts['built_against_torch']}; CUDA kernels built: "
+                  f"{facts['cuda_kernels_built']}"
+                  + (f" (CUDA runtime {facts['cuda_runtime']}, archs {_arch_names(facts['cuda_archs'])})"
+                     if facts["cuda_kernels_built"] else ""))
+        print(f"default impl: {facts['impl_default']} (set {_ops.ENV_IMPL}=auto|fused|reference)")
+        print(f"{'op':<16}{'CPU':<8}{'CUDA':<8}")
+        for op, kernels in facts["kernels"].items():
+            print(f"{op:<16}{'yes' if kernels['cpu'] else 'no':<8}{'yes' if kernels['cuda'] else 'no':<8}")
+    if args.require_cuda:
+        missing = [op for op, k in facts["kernels"].items() if not k["cuda"]]
+        if missing:
+            print(f"error: --require-cuda: no CUDA kernel for {', '.join(missing)} "
+                  f"({facts['compiled_library']}; CUDA kernels built: {facts['cuda_kernels_built']})",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
