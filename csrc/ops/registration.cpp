@@ -4,10 +4,13 @@
 // TORCH_LIBRARY_IMPL. Autograd formulas and fake (meta) kernels are registered from Python (wgan_ext/_ops.py).
 
 #include <Python.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
 #include <string>
+#include <vector>
 
 namespace wgan_ext {
 
@@ -27,6 +30,29 @@ std::string build_info() {
   return info;
 }
 
+// ADInplaceOrView kernel shared by every op that writes its inputs: runs the op below this key, then bumps the version
+// counter of every argument the schema marks as written (Tensor(a!) / Tensor(a!)[]), as ATen's in-place ops do. So
+// autograd notices when a tensor it saved for backward was clamped in place, instead of computing a wrong gradient.
+void bump_written_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  const auto& arguments = op.schema().arguments();
+  std::vector<at::Tensor> written;
+  const auto inputs = torch::jit::last(*stack, arguments.size());
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    const auto* alias = arguments[i].alias_info();
+    if (alias == nullptr || !alias->isWrite()) continue;
+    if (inputs[i].isTensor()) {
+      written.push_back(inputs[i].toTensor());
+    } else if (inputs[i].isTensorList()) {
+      for (const at::Tensor& t : inputs[i].toTensorList()) written.push_back(t);
+    }
+  }
+  {
+    const at::AutoDispatchBelowADInplaceOrView guard;
+    op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+  }
+  for (const at::Tensor& t : written) t.unsafeGetTensorImpl()->bump_version();
+}
+
 }  // namespace
 
 TORCH_LIBRARY(wgan_ext, m) {
@@ -36,6 +62,11 @@ TORCH_LIBRARY(wgan_ext, m) {
   m.def("clip_count_(Tensor(a!)[] tensors, float min, float max) -> Tensor");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str", &build_info);
+}
+
+TORCH_LIBRARY_IMPL(wgan_ext, ADInplaceOrView, m) {
+  m.impl("clip_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
+  m.impl("clip_count_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
 }
 
 }  // namespace wgan_ext

@@ -1,0 +1,92 @@
+"""The build and the op layer: the library loaded, the kernels it has, the info command, impl selection."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import wgan_ext
+from wgan_ext import _ops, info
+
+from conftest import EXPECT_CUDA_KERNELS, REQUIRE_OPS
+
+
+@pytest.mark.skipif(not REQUIRE_OPS, reason="only where the test command demands the compiled ops")
+def test_compiled_ops_loaded_with_cpu_kernels():
+    assert wgan_ext.has_ops(), f"wgan_ext._C did not load: {_ops.LOAD_ERROR}"
+    for op in _ops.OP_NAMES:
+        assert _ops.has_kernel(op, "cpu"), op
+
+
+@pytest.mark.skipif(not EXPECT_CUDA_KERNELS, reason="only where nvcc is present and CUDA kernels must be built")
+def test_cuda_kernels_compiled_for_hopper():
+    facts = info.collect()
+    assert facts["cuda_kernels_built"]
+    assert all(k["cuda"] for k in facts["kernels"].values()), facts["kernels"]
+    assert "900" in facts["cuda_archs"], f"sm_90 (H100/H200) missing from {facts['cuda_archs']}"
+
+
+def test_info_command_json_matches_the_dispatcher(tmp_path):
+    # Run outside the checkout so that `-m` imports the installed package, as this process did.
+    out = subprocess.run([sys.executable, "-m", "wgan_ext.info", "--json"], check=True, capture_output=True,
+                         text=True, cwd=tmp_path).stdout
+    facts = json.loads(out)
+    assert facts["wgan_ext"] == wgan_ext.__version__
+    for op in _ops.OP_NAMES:
+        assert facts["kernels"][op]["cpu"] == _ops.has_kernel(op, "cpu")
+        assert facts["kernels"][op]["cuda"] == _ops.has_kernel(op, "cuda")
+
+
+def test_info_command_text_lists_every_op(capsys):
+    assert info.main([]) == 0
+    text = capsys.readouterr().out
+    for op in _ops.OP_NAMES:
+        assert op in text
+
+
+def test_require_cuda_fails_without_cuda_kernels(monkeypatch, capsys):
+    monkeypatch.setattr(_ops, "KERNELS", {k: v for k, v in _ops.KERNELS.items() if k[1] != "cuda"})
+    assert info.main(["--require-cuda"]) == 1
+    assert "no CUDA kernel" in capsys.readouterr().err
+
+
+def test_require_cuda_passes_with_cuda_kernels(monkeypatch):
+    monkeypatch.setattr(_ops, "KERNELS", {(op, dev): True for op in _ops.OP_NAMES for dev in _ops.DEVICE_KEYS})
+    assert info.main(["--require-cuda"]) == 0
+
+
+@pytest.mark.parametrize("value", ["fast", "FUSEDX", "cuda"])
+def test_bad_impl_is_refused(value, monkeypatch):
+    with pytest.raises(ValueError, match="auto, fused, reference"):
+        _ops.resolve_impl(value)
+    monkeypatch.setenv(_ops.ENV_IMPL, value)
+    with pytest.raises(ValueError, match="WGAN_EXT_IMPL"):
+        _ops.resolve_impl(None)
+
+
+def test_missing_library_falls_back_with_one_warning(tmp_path):
+    # A fresh interpreter in which `import wgan_ext._C` fails, as when the extension was never built.
+    code = """
+import sys, warnings
+sys.modules["wgan_ext._C"] = None
+import torch, wgan_ext
+assert not wgan_ext.has_ops()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(3):
+        x = torch.linspace(-1, 1, 101)
+        wgan_ext.clip_([x], 0.25)
+        assert torch.equal(x, torch.linspace(-1, 1, 101).clamp(-0.25, 0.25))
+messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+assert len(messages) == 1 and "could not be loaded" in messages[0], messages
+try:
+    wgan_ext.clip_([x], 0.25, impl="fused")
+except RuntimeError as e:
+    assert "--no-build-isolation" in str(e)
+else:
+    raise AssertionError("impl='fused' without the library must raise")
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
