@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# On a GPU machine (see README, "Checking the CUDA kernels on a GPU"): build in place, run the CUDA tests, run
+# compute-sanitizer (memcheck, racecheck, synccheck) over the kernel tests, run the benchmarks. Writes its logs and
+# results under $OUT (default ./gpu_check_out), at most 8 files, one folder deep, as the device tool brings back.
+# Uses the machine's own Python and torch (no network there): nothing is installed but wgan_ext, built in place.
+#   WGAN_EXT_COMMIT  the commit being checked (the copy on the GPU machine may have no .git)
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+OUT="${OUT:-$ROOT/gpu_check_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python}"
+LOG="$OUT/gpu_check.log"
+export WGAN_EXT_COMMIT="${WGAN_EXT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+status=0
+step() {  # usage: step NAME LOGFILE CMD... ; runs CMD, appends its output to LOGFILE, records failure
+  local name="$1" file="$2"; shift 2
+  echo "=== $name: $*" | tee -a "$LOG"
+  local t0; t0=$(date +%s)
+  "$@" >>"$file" 2>&1
+  local rc=$?
+  echo "=== $name: exit $rc in $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
+  [ $rc -eq 0 ] || status=1
+  return $rc
+}
+
+{ echo "commit $WGAN_EXT_COMMIT"; date -u; nvidia-smi; nvcc --version; "$PY" -c 'import torch,sys; print(sys.version); print("torch", torch.__version__, torch.version.cuda)'; } >>"$LOG" 2>&1
+
+# Build in place for the GPU that is here (TORCH_CUDA_ARCH_LIST from the visible device), CUDA required.
+export WGAN_EXT_FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+step build "$LOG" "$PY" setup.py build_ext --inplace || { echo "build failed; see $LOG"; exit 1; }
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+step info "$LOG" "$PY" -m wgan_ext.info --require-cuda
+
+# The whole suite (CUDA tests included: they run where a GPU is visible).
+export WGAN_EXT_REQUIRE_OPS=1 WGAN_EXT_EXPECT_CUDA_KERNELS=1
+step tests "$OUT/tests.log" "$PY" -m pytest python_tests -v -rs -p no:cacheprovider
+
+# compute-sanitizer over the CUDA kernel tests (the profiler test is left out: CUPTI and the sanitizer conflict).
+SAN="$OUT/sanitizer.log"
+for tool in memcheck racecheck synccheck; do
+  step "sanitizer-$tool" "$SAN" compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+    "$PY" -m pytest python_tests -m cuda -q -p no:cacheprovider -k "not one_launch"
+done
+
+# Benchmarks: JSON + Markdown, CUDA and CPU, straight into $OUT.
+step bench-cuda "$LOG" "$PY" benchmarks/bench_clip.py --device cuda --out "$OUT"
+step bench-cpu "$LOG" "$PY" benchmarks/bench_clip.py --device cpu --out "$OUT"
+
+echo "gpu_check: $([ $status -eq 0 ] && echo all steps passed || echo SOME STEPS FAILED) (commit $WGAN_EXT_COMMIT)" | tee -a "$LOG"
+ls -la "$OUT" >>"$LOG"
+exit $status
