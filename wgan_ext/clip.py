@@ -52,7 +52,11 @@ def clip_bounds(c=None, min=None, max=None) -> tuple[float, float]:  # noqa: A00
     return lo, hi
 
 
+_TENSOR_TYPES = (torch.Tensor, nn.Parameter)
+
+
 def _check_tensors(tensors: list) -> None:
+    """Raises the error a user can act on for the first bad item; returns when every item is acceptable."""
     for i, t in enumerate(tensors):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"clip_: item {i} is a {type(t).__name__}, not a tensor; pass tensors or "
@@ -66,6 +70,19 @@ def _check_tensors(tensors: list) -> None:
         if not t.is_contiguous() and torch._debug_has_internal_overlap(t) == 1:
             raise ValueError(f"clip_: item {i} has elements that share memory (an expanded view?); clamp the tensor "
                              "that owns them")
+
+
+def _single_device(tensors: list):
+    """The device of all tensors when they share one (and are all tensors), else None."""
+    device = None
+    for t in tensors:
+        if type(t) not in _TENSOR_TYPES and not isinstance(t, torch.Tensor):
+            return None
+        if device is None:
+            device = t.device
+        elif t.device != device:
+            return None
+    return device
 
 
 def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float | None = None,  # noqa: A002
@@ -82,37 +99,43 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
             tensor's device; reading it synchronizes.
         impl: "auto" (default, or $WGAN_EXT_IMPL), "fused" or "reference"; see ``wgan_ext._ops``.
 
-    Results equal ``torch.clamp`` bit for bit (bounds rounded to each tensor's dtype; NaN stays NaN).
-    Returns None, or the counts when ``return_counts``.
+    Results equal ``torch.clamp`` bit for bit (bounds rounded to each tensor's dtype; NaN stays NaN). Bad input
+    raises before anything is written. Returns None, or the counts when ``return_counts``.
     """
     lo, hi = clip_bounds(c, min, max)
     tensors = list(params)
-    _check_tensors(tensors)
     if not tensors:
         return torch.zeros(0, dtype=torch.int64) if return_counts else None
-
     op = "clip_count_" if return_counts else "clip_"
-    first = tensors[0].device
-    if all(t.device == first for t in tensors):
-        groups = {first: (None, tensors)}
-    else:
-        groups = {}
-        for i, t in enumerate(tensors):
-            groups.setdefault(t.device, ([], []))
-            groups[t.device][0].append(i)
-            groups[t.device][1].append(t)
 
-    counts = torch.zeros(len(tensors), dtype=torch.int64, device=first) if return_counts and len(groups) > 1 else None
+    device = _single_device(tensors)
+    if device is not None and device.type != "meta":
+        # The common case, kept cheap: the compiled op checks dtypes, layouts and overlaps itself before it writes
+        # anything; on any refusal the Python check below names the bad item.
+        with torch.no_grad():
+            if _ops.use_fused(op, device.type, impl):
+                try:
+                    return getattr(torch.ops.wgan_ext, op)(tensors, lo, hi)
+                except (TypeError, ValueError, RuntimeError, NotImplementedError):
+                    _check_tensors(tensors)
+                    raise
+            _check_tensors(tensors)
+            return getattr(_reference, op)(tensors, lo, hi)
+
+    # Several devices (or something to refuse): check everything first, so that nothing is written on refusal.
+    _check_tensors(tensors)
+    first = tensors[0].device
+    groups: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.device, []).append(i)
+    counts = torch.zeros(len(tensors), dtype=torch.int64, device=first) if return_counts else None
     with torch.no_grad():
-        for device, (index, group) in groups.items():
-            fused = _ops.use_fused(op, device.type, impl)
-            if not return_counts:
-                (torch.ops.wgan_ext.clip_ if fused else _reference.clip_)(group, lo, hi)
-                continue
-            part = (torch.ops.wgan_ext.clip_count_ if fused else _reference.clip_count_)(group, lo, hi)
-            if index is None:
-                return part
-            counts[torch.tensor(index, device=first)] = part.to(first)
+        for dev, index in groups.items():
+            group = [tensors[i] for i in index]
+            fn = getattr(torch.ops.wgan_ext, op) if _ops.use_fused(op, dev.type, impl) else getattr(_reference, op)
+            part = fn(group, lo, hi)
+            if return_counts:
+                counts[torch.tensor(index, device=first)] = part.to(first)
     return counts
 
 

@@ -2,20 +2,18 @@
 //
 // The tensors are cut into chunks of kChunk elements; one at::parallel_for runs over every chunk of every tensor, so
 // 500 small tensors cost one parallel region rather than 500 dispatches. Each chunk is a tight loop over the shared
-// per-element math (csrc/ops/clip_math.h), which the compiler vectorizes for float and double.
+// per-element math (csrc/ops/clip_math.h), which the compiler vectorizes.
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
-#include <c10/core/Scalar.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../ops/clip.h"
-#include "../ops/clip_math.h"
 
 namespace wgan_ext {
 namespace {
@@ -30,19 +28,49 @@ struct Chunk {
   c10::ScalarType dtype;
 };
 
-template <typename scalar_t, bool kCount>
-int64_t clamp_chunk(scalar_t* p, int64_t n, double min, double max) {
-  using math_t = at::opmath_type<scalar_t>;
-  // Round the bounds to the tensor's dtype first, exactly as torch.clamp does with scalar bounds.
-  const math_t lo = static_cast<math_t>(c10::Scalar(min).to<scalar_t>());
-  const math_t hi = static_cast<math_t>(c10::Scalar(max).to<scalar_t>());
-  int64_t count = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const math_t x = static_cast<math_t>(p[i]);
-    if constexpr (kCount) count += clip_math::at_bound(x, lo, hi) ? 1 : 0;
-    p[i] = static_cast<scalar_t>(clip_math::clamp(x, lo, hi));
+// Compiled twice on x86-64 Linux (AVX2 and baseline), the loader picks one for the CPU it runs on.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define WGAN_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WGAN_CPU_CLONES
+#endif
+
+template <bool kCount, typename storage_t, typename Clamp>
+WGAN_CPU_CLONES int64_t clamp_chunk(void* data, int64_t n, const Clamp& clamp_in) {
+  storage_t* __restrict__ p = static_cast<storage_t*>(data);
+  const Clamp clamp = clamp_in;  // a local copy: the stores through p cannot alias it, so the loop vectorizes
+  if constexpr (!kCount) {
+    for (int64_t i = 0; i < n; ++i) p[i] = clamp(p[i]);
+    return 0;
+  } else {
+    // Count in sub-blocks with a counter as wide as the element, so the count vectorizes with the clamp.
+    using block_count_t = std::conditional_t<sizeof(storage_t) == 2, uint16_t,
+                                             std::conditional_t<sizeof(storage_t) == 4, int32_t, int64_t>>;
+    constexpr int64_t kBlock = 4096;  // < 65536: a 16-bit counter cannot overflow
+    int64_t count = 0;
+    for (int64_t b = 0; b < n; b += kBlock) {
+      const int64_t e = std::min(b + kBlock, n);
+      block_count_t block = 0;
+      for (int64_t i = b; i < e; ++i) {
+        const storage_t x = p[i];
+        block += static_cast<block_count_t>(clamp.at_bound(x));
+        p[i] = clamp(x);
+      }
+      count += block;
+    }
+    return count;
   }
-  return count;
+}
+
+template <bool kCount>
+int64_t clamp_chunk(const Chunk& ch, const ClampSet& clamps) {
+  switch (ch.dtype) {
+    case at::kFloat: return clamp_chunk<kCount, float>(ch.data, ch.numel, clamps.f32);
+    case at::kDouble: return clamp_chunk<kCount, double>(ch.data, ch.numel, clamps.f64);
+    case at::kHalf: return clamp_chunk<kCount, uint16_t>(ch.data, ch.numel, clamps.f16);
+    case at::kBFloat16: return clamp_chunk<kCount, uint16_t>(ch.data, ch.numel, clamps.bf16);
+    default: TORCH_CHECK(false, "wgan_ext::clip_: unsupported dtype ", ch.dtype);  // checked before
+  }
 }
 
 template <bool kCount>
@@ -63,16 +91,14 @@ void clip_cpu_impl(at::TensorList tensors, double min, double max, int64_t* coun
     }
   }
 
+  const ClampSet clamps(min, max);
   std::vector<int64_t> chunk_counts(kCount ? chunks.size() : 0, 0);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const int64_t grain = total < kSerialBelow ? std::max<int64_t>(nchunks, 1) : 1;
   at::parallel_for(0, nchunks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
-      const Chunk& ch = chunks[c];
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ch.dtype, "wgan_ext::clip_ (CPU)", [&] {
-        const int64_t k = clamp_chunk<scalar_t, kCount>(static_cast<scalar_t*>(ch.data), ch.numel, min, max);
-        if constexpr (kCount) chunk_counts[c] = k;
-      });
+      const int64_t k = clamp_chunk<kCount>(chunks[c], clamps);
+      if constexpr (kCount) chunk_counts[c] = k;
     }
   });
 

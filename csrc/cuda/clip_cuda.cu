@@ -3,12 +3,9 @@
 //
 // Each block clamps one chunk of one tensor: an aligned path that moves 16-byte vectors with 4 vectors in flight per
 // thread, and a scalar path for the tail and for chunks whose start is not 16-byte aligned (views at odd offsets).
-// The per-element math is csrc/ops/clip_math.h, the same code the CPU kernel runs.
+// The per-element math is csrc/ops/clip_math.h, the same code the CPU kernel runs (float16/bfloat16 on their bits).
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/ops/zeros.h>
-#include <c10/core/Scalar.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -18,7 +15,6 @@
 #include <vector>
 
 #include "../ops/clip.h"
-#include "../ops/clip_math.h"
 #include "multi_tensor_apply.cuh"
 
 namespace wgan_ext {
@@ -32,18 +28,16 @@ struct alignas(sizeof(T) * N) Vec {
   T val[N];
 };
 
-template <typename scalar_t, bool kCount>
+template <bool kCount, typename storage_t, typename Clamp>
 struct ClampFunctor {
-  using math_t = at::opmath_type<scalar_t>;
-
-  __device__ __forceinline__ void operator()(void* data, int64_t start, int n, int32_t index, math_t lo, math_t hi,
+  __device__ __forceinline__ void operator()(void* data, int64_t start, int n, int32_t index, Clamp clamp,
                                              unsigned long long* counts) const {
-    scalar_t* p = static_cast<scalar_t*>(data) + start;
+    storage_t* p = static_cast<storage_t*>(data) + start;
     unsigned long long count = 0;
     int scalar_from = 0;
     if (reinterpret_cast<uintptr_t>(p) % kVecBytes == 0) {
-      constexpr int kVec = kVecBytes / sizeof(scalar_t);
-      using V = Vec<scalar_t, kVec>;
+      constexpr int kVec = kVecBytes / sizeof(storage_t);
+      using V = Vec<storage_t, kVec>;
       V* pv = reinterpret_cast<V*>(p);
       const int nvec = n / kVec;
       for (int base = threadIdx.x; base < nvec; base += blockDim.x * kIlp) {
@@ -59,9 +53,8 @@ struct ClampFunctor {
           if (i < nvec) {
 #pragma unroll
             for (int k = 0; k < kVec; ++k) {
-              const math_t x = static_cast<math_t>(v[j].val[k]);
-              if (kCount) count += clip_math::at_bound(x, lo, hi) ? 1 : 0;
-              v[j].val[k] = static_cast<scalar_t>(clip_math::clamp(x, lo, hi));
+              if (kCount) count += clamp.at_bound(v[j].val[k]) ? 1 : 0;
+              v[j].val[k] = clamp(v[j].val[k]);
             }
             pv[i] = v[j];
           }
@@ -70,9 +63,9 @@ struct ClampFunctor {
       scalar_from = nvec * kVec;
     }
     for (int i = scalar_from + threadIdx.x; i < n; i += blockDim.x) {
-      const math_t x = static_cast<math_t>(p[i]);
-      if (kCount) count += clip_math::at_bound(x, lo, hi) ? 1 : 0;
-      p[i] = static_cast<scalar_t>(clip_math::clamp(x, lo, hi));
+      const storage_t x = p[i];
+      if (kCount) count += clamp.at_bound(x) ? 1 : 0;
+      p[i] = clamp(x);
     }
     if (kCount) block_add(count, counts + index);
   }
@@ -93,12 +86,18 @@ struct ClampFunctor {
   }
 };
 
+template <bool kCount, typename storage_t, typename Clamp>
+void launch_clamp(const std::vector<mta::Item>& items, const Clamp& clamp, unsigned long long* counts) {
+  mta::multi_tensor_apply(items, ClampFunctor<kCount, storage_t, Clamp>{}, clamp, counts);
+}
+
 template <bool kCount>
 void clip_cuda_impl(at::TensorList tensors, double min, double max, at::Tensor* counts) {
   check_clip_args(tensors, min, max, c10::DeviceType::CUDA);
   if (tensors.empty()) return;
   const c10::cuda::CUDAGuard guard(tensors[0].device());
   const DenseViews dense(tensors);
+  const ClampSet clamps(min, max);
 
   // One multi-tensor apply per dtype present in the list.
   const std::array<at::ScalarType, 4> dtypes = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16};
@@ -113,12 +112,12 @@ void clip_cuda_impl(at::TensorList tensors, double min, double max, at::Tensor* 
     if (items.empty()) continue;
     unsigned long long* out =
         kCount ? reinterpret_cast<unsigned long long*>(counts->data_ptr<int64_t>()) : nullptr;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "wgan_ext::clip_ (CUDA)", [&] {
-      using math_t = at::opmath_type<scalar_t>;
-      const math_t lo = static_cast<math_t>(c10::Scalar(min).to<scalar_t>());
-      const math_t hi = static_cast<math_t>(c10::Scalar(max).to<scalar_t>());
-      mta::multi_tensor_apply(items, ClampFunctor<scalar_t, kCount>{}, lo, hi, out);
-    });
+    switch (dtype) {
+      case at::kFloat: launch_clamp<kCount, float>(items, clamps.f32, out); break;
+      case at::kDouble: launch_clamp<kCount, double>(items, clamps.f64, out); break;
+      case at::kHalf: launch_clamp<kCount, uint16_t>(items, clamps.f16, out); break;
+      default: launch_clamp<kCount, uint16_t>(items, clamps.bf16, out); break;
+    }
   }
   dense.write_back(tensors);
 }

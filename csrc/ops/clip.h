@@ -3,8 +3,11 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Scalar.h>
 
 #include <vector>
+
+#include "clip_math.h"
 
 namespace wgan_ext {
 
@@ -25,5 +28,22 @@ struct DenseViews {
 
 // The four dtypes the op accepts.
 bool is_supported_clip_dtype(c10::ScalarType t);
+
+// The clamp of each dtype, its bounds rounded to that dtype exactly as torch.clamp rounds scalar bounds.
+// float16 and bfloat16 are clamped on their bit patterns (stored as uint16_t).
+struct ClampSet {
+  ClampSet(double min, double max)
+      : f32{c10::Scalar(min).to<float>(), c10::Scalar(max).to<float>()},
+        f64{min, max},
+        f16(clip_math::Bits16Clamp::make(c10::Scalar(min).to<at::Half>().x, c10::Scalar(max).to<at::Half>().x,
+                                         0x7c00)),
+        bf16(clip_math::Bits16Clamp::make(c10::Scalar(min).to<at::BFloat16>().x,
+                                          c10::Scalar(max).to<at::BFloat16>().x, 0x7f80)) {}
+
+  clip_math::ValueClamp<float> f32;
+  clip_math::ValueClamp<double> f64;
+  clip_math::Bits16Clamp f16;
+  clip_math::Bits16Clamp bf16;
+};
 
 }  // namespace wgan_ext
