@@ -38,8 +38,9 @@ step tests "$OUT/tests.log" "$PY" -m pytest python_tests -v -rs -p no:cacheprovi
 
 # compute-sanitizer over the CUDA kernel tests (the profiler test is left out: CUPTI and the sanitizer conflict).
 SAN="$OUT/sanitizer.log"
+SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 for tool in memcheck racecheck synccheck; do
-  step "sanitizer-$tool" "$SAN" compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+  step "sanitizer-$tool" "$SAN" "$SANITIZER" --tool "$tool" --error-exitcode 9 --target-processes all \
     "$PY" -m pytest python_tests -m cuda -q -p no:cacheprovider -k "not one_launch"
 done
 

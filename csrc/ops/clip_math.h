@@ -18,7 +18,12 @@ struct ValueClamp {
   T lo;
   T hi;
 
-  WGAN_HOST_DEVICE WGAN_INLINE T operator()(T x) const { return x < lo ? lo : (x > hi ? hi : x); }
+  // max(lo, x) then min(hi, .), each spelled as the select that x86 max/min instructions compute exactly (the
+  // second operand wins on NaN or equality), so compilers emit them: NaN and a value equal to a bound stay x.
+  WGAN_HOST_DEVICE WGAN_INLINE T operator()(T x) const {
+    const T at_least_lo = lo > x ? lo : x;
+    return hi < at_least_lo ? hi : at_least_lo;
+  }
 
   // True when the clamped value sits at a bound (x <= lo or x >= hi); never for NaN.
   WGAN_HOST_DEVICE WGAN_INLINE bool at_bound(T x) const { return (x <= lo) | (x >= hi); }

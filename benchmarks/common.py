@@ -1,0 +1,133 @@
+"""Shared pieces of the benchmark scripts: environment facts, timing, copy bandwidth, result files.
+
+Timing: on the CPU, torch.utils.benchmark's blocked_autorange (median and IQR over blocks); on CUDA, CUDA events
+around repeated calls after a warm-up (median and IQR over repeats). Results are written as JSON (environment,
+settings, rows) and as a Markdown table headed by the device, torch version, commit, date and command line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    """Short commit of the checkout (+"-dirty" with uncommitted changes); $WGAN_EXT_COMMIT overrides."""
+    if os.environ.get("WGAN_EXT_COMMIT"):
+        return os.environ["WGAN_EXT_COMMIT"]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+
+
+def environment(device: str) -> dict:
+    import wgan_ext
+
+    return {
+        "device": device,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wgan_ext_build": wgan_ext.build_info(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+    }
+
+
+def time_fn(fn, device: str, min_run_time: float = 1.0, warmup: int = 3) -> dict:
+    """Median and IQR of one call of `fn`, in microseconds."""
+    for _ in range(warmup):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        # Calls per measurement: enough for ~1 ms, so event resolution does not matter.
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        once_ms = max(start.elapsed_time(end), 1e-3)
+        calls = max(1, int(1.0 / once_ms))
+        samples = []
+        repeats = max(10, int(min_run_time * 1e3 / (once_ms * calls)))
+        for _ in range(repeats):
+            start.record()
+            for _ in range(calls):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end) * 1e3 / calls)
+        q = statistics.quantiles(samples, n=4)
+        return {"median_us": statistics.median(samples), "iqr_us": q[2] - q[0], "measurements": len(samples)}
+    from torch.utils.benchmark import Timer
+
+    m = Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    return {"median_us": m.median * 1e6, "iqr_us": m.iqr * 1e6, "measurements": len(m.times)}
+
+
+def measure_copy_bandwidth(nbytes: int, device: str, min_run_time: float = 1.0) -> float:
+    """Achieved bandwidth of dst.copy_(src) on `nbytes` of float32, in GB/s counting bytes read + written."""
+    n = max(1, nbytes // 4)
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), device, min_run_time)
+    return 2 * n * 4 / (t["median_us"] * 1e-6) / 1e9
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format spec); missing or None values print as "-"."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for key, _, spec in columns:
+            value = row.get(key)
+            cells.append("-" if value is None else format(value, spec))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, device: str, env: dict, settings: dict, rows: list[dict], table: str,
+                  out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{name}-{device}.json"
+    md_path = out_dir / f"{name}-{device}.md"
+    json_path.write_text(json.dumps({"env": env, "settings": settings, "rows": rows}, indent=2) + "\n")
+    header = (f"Device: {env['device_name']} · torch {env['torch']} (CUDA {env['cuda']}) · commit {env['commit']} · "
+              f"{env['date']}\n\nCommand: `{env['command']}`")
+    if settings.get("quick"):
+        header += "\n\n**quick (smoke run, not a measurement)**"
+    md_path.write_text(f"### {name} on {device}\n\n{header}\n\n{table}\n")
+    return json_path, md_path
