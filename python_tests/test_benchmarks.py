@@ -1,0 +1,41 @@
+"""Smoke runs of the benchmark scripts (quick mode): they run, check the fused result, and write their files.
+Timings are not asserted here; they live in the benchmarks' own output."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fused_available
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_bench(script, *args, cwd):
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_clip_benchmark_quick_writes_json_and_table(tmp_path):
+    out = run_bench("bench_clip.py", "--device", "cpu", "--quick", "--out", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "clip-cpu.json").read_text())
+    assert data["env"]["torch"] == torch.__version__ and data["env"]["commit"]
+    assert data["settings"]["quick"] is True
+    timed = [r for r in data["rows"] if "median_us" in r]
+    variants = {"loop", "foreach"} | ({"fused", "fused+count", "clipper"} if fused_available("clip_", "cpu") else set())
+    cases = {r["case"] for r in timed}
+    assert len(cases) == 3
+    for case in cases:
+        assert {r["variant"] for r in timed if r["case"] == case} == variants
+    assert all(r["median_us"] > 0 and r["vs_loop"] > 0 for r in timed)
+    table = (tmp_path / "clip-cpu.md").read_text()
+    assert "smoke run, not a measurement" in table and "| dcgan64-critic | loop |" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU is visible")
+def test_clip_benchmark_refuses_cuda_without_a_gpu(tmp_path):
+    out = run_bench("bench_clip.py", "--device", "cuda", "--quick", "--out", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 1 and "no CUDA device" in out.stderr
