@@ -401,3 +401,55 @@ def test_clipper_saturation(device):
     assert 0.2 < clipper.saturation() < 0.8  # N(0, 0.02) clamped at ±0.01: about 62 % saturate
     with pytest.raises(RuntimeError, match="track_saturation=True"):
         wgan_ext.Clipper(model).saturation()
+
+
+# --- the CUDA launcher's plan, checked on the CPU -----------------------------------------------------------------
+
+MAX_TENSORS, MAX_BLOCKS = 110, 320
+
+
+def check_plan(numels):
+    rows = torch.ops.wgan_ext._multi_tensor_plan(numels).tolist()
+    seen = {}
+    for launch, slot, index, chunk, numel in rows:
+        assert numel == numels[index] and 0 <= slot < MAX_TENSORS
+        assert 0 <= chunk * CHUNK < numel
+        key = (index, chunk)
+        assert key not in seen, f"chunk {key} planned twice"
+        seen[key] = launch
+    expected = {(i, c) for i, n in enumerate(numels) for c in range(-(-n // CHUNK))}
+    assert set(seen) == expected, "some chunk is never launched"
+    launches = {}
+    for launch, slot, index, _, _ in rows:
+        blocks, slots = launches.setdefault(launch, [0, {}])
+        launches[launch][0] = blocks + 1
+        assert slots.setdefault(slot, index) == index, "one slot holds two tensors in a launch"
+    assert all(b <= MAX_BLOCKS and len(s) <= MAX_TENSORS for b, s in launches.values())
+    return len(launches)
+
+
+@pytest.mark.parametrize("numels,launches", [
+    ([], 0),
+    ([0, 0], 0),
+    ([1, 3, 0, CHUNK + 1], 1),
+    ([100] * 110, 1),
+    ([100] * 111, 2),                          # more tensors than slots
+    ([CHUNK * 320], 1),
+    ([CHUNK * 320 + 1], 2),                    # one tensor longer than a launch: it continues in slot 0
+    ([5] * 109 + [CHUNK * 700 + 3, 7], 3),     # 109 + 211 blocks, then 320, then 170 + 1
+    ([CHUNK * 319, CHUNK + 1, 9], 2),          # a tensor split across launches, then more tensors
+])
+def test_cuda_launch_plan_covers_every_chunk_once(numels, launches):
+    impl_for("cpu")
+    assert check_plan(numels) == launches
+
+
+def test_cuda_launch_plan_random_lists():
+    impl_for("cpu")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        n = int(torch.randint(1, 400, (1,), generator=g))
+        big = torch.randint(0, 3 * CHUNK, (n,), generator=g)
+        small = torch.randint(0, 50, (n,), generator=g)
+        numels = torch.where(torch.rand(n, generator=g) < 0.2, big, small).tolist()
+        check_plan(numels)

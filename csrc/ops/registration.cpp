@@ -6,9 +6,13 @@
 #include <Python.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include "multi_tensor_plan.h"
+
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -28,6 +32,29 @@ std::string build_info() {
   info += ";cuda=0";
 #endif
   return info;
+}
+
+// The CUDA launcher's plan for tensors of the given sizes, one row per block: (launch, slot, tensor index, chunk,
+// the slot's numel). Lets the CPU tests check the plan that the CUDA kernels run (every chunk once, limits kept).
+at::Tensor multi_tensor_plan(c10::IntArrayRef numels) {
+  std::vector<mta::Item> items;
+  for (size_t i = 0; i < numels.size(); ++i) {
+    TORCH_CHECK_VALUE(numels[i] >= 0, "wgan_ext::_multi_tensor_plan: numel must be >= 0, got ", numels[i]);
+    items.push_back({nullptr, numels[i], static_cast<int32_t>(i)});
+  }
+  std::vector<int64_t> rows;
+  int64_t launch = 0;
+  mta::plan(items, [&](const mta::TensorListMeta& meta, int blocks) {
+    for (int b = 0; b < blocks; ++b) {
+      const int slot = meta.block_slot[b];
+      rows.insert(rows.end(), {launch, slot, meta.index[slot], meta.block_chunk[b], meta.numel[slot]});
+    }
+    ++launch;
+  });
+  const int64_t n = static_cast<int64_t>(rows.size()) / 5;
+  at::Tensor out = at::empty({n, 5}, at::TensorOptions().dtype(at::kLong));
+  std::copy(rows.begin(), rows.end(), out.data_ptr<int64_t>());
+  return out;
 }
 
 // ADInplaceOrView kernel shared by every op that writes its inputs: runs the op below this key, then bumps the version
@@ -62,6 +89,8 @@ TORCH_LIBRARY(wgan_ext, m) {
   m.def("clip_count_(Tensor(a!)[] tensors, float min, float max) -> Tensor");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str", &build_info);
+  // (launch, slot, tensor index, chunk, numel) per block of the CUDA multi-tensor launcher's plan; for tests.
+  m.def("_multi_tensor_plan(int[] numels) -> Tensor", &multi_tensor_plan);
 }
 
 TORCH_LIBRARY_IMPL(wgan_ext, ADInplaceOrView, m) {
