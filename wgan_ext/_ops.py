@@ -19,7 +19,7 @@ IMPLS = ("auto", "fused", "reference")
 ENV_IMPL = "WGAN_EXT_IMPL"
 
 # Compiled ops and the device types they may have kernels for.
-OP_NAMES = ("clip_", "clip_count_")
+OP_NAMES = ("clip_", "clip_count_", "interpolate", "gradient_norm_penalty", "_gradient_norm_penalty_backward")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOAD_ERROR: BaseException | None = None
@@ -110,3 +110,54 @@ if has_ops():
     @torch.library.register_fake("wgan_ext::clip_count_")
     def _clip_count_fake(tensors, min, max):  # noqa: A002
         return tensors[0].new_empty((len(tensors),), dtype=torch.int64)
+
+    def _acc_dtype(dtype):
+        return torch.float64 if dtype == torch.float64 else torch.float32
+
+    @torch.library.register_fake("wgan_ext::interpolate")
+    def _interpolate_fake(real, fake, alpha):
+        return torch.empty_like(real, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("wgan_ext::gradient_norm_penalty")
+    def _penalty_fake(grad, target, one_sided, inv_scale, eps):
+        acc = _acc_dtype(grad.dtype)
+        return grad.new_empty((), dtype=acc), grad.new_empty((grad.shape[0],), dtype=acc)
+
+    @torch.library.register_fake("wgan_ext::_gradient_norm_penalty_backward")
+    def _penalty_backward_fake(grad_penalty, grad_norms, grad, norms, target, one_sided, inv_scale):
+        return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+    # Autograd. interpolate's backward is plain torch (it is rarely needed: real and fake are detached in GP).
+    def _interpolate_setup(ctx, inputs, output):
+        real, fake, alpha = inputs
+        ctx.save_for_backward(real, fake, alpha)
+
+    def _interpolate_backward(ctx, grad):
+        real, fake, alpha = ctx.saved_tensors
+        a = alpha.view(-1, *([1] * (real.dim() - 1)))
+        grad_real = grad * (1 - a) if ctx.needs_input_grad[0] else None
+        grad_fake = grad * a if ctx.needs_input_grad[1] else None
+        grad_alpha = (grad * (fake - real)).reshape(real.shape[0], -1).sum(1) if ctx.needs_input_grad[2] else None
+        return grad_real, grad_fake, grad_alpha
+
+    torch.library.register_autograd("wgan_ext::interpolate", _interpolate_backward, setup_context=_interpolate_setup)
+
+    # The penalty's backward is one fused elementwise pass. Its result flows on into the graph that produced
+    # `grad` (autograd.grad(..., create_graph=True)), which is how the critic's parameters get the penalty's gradient.
+    def _penalty_setup(ctx, inputs, output):
+        grad, target, one_sided, inv_scale, _ = inputs
+        ctx.save_for_backward(grad, output[1])
+        ctx.args = (target, one_sided, inv_scale)
+
+    def _penalty_backward(ctx, grad_penalty, grad_norms):
+        grad, norms = ctx.saved_tensors
+        if grad_penalty is None:
+            grad_penalty = norms.new_zeros(())
+        if grad_norms is None:
+            grad_norms = torch.zeros_like(norms)
+        d_grad = torch.ops.wgan_ext._gradient_norm_penalty_backward(
+            grad_penalty.contiguous(), grad_norms.contiguous(), grad, norms, *ctx.args)
+        return d_grad, None, None, None, None
+
+    torch.library.register_autograd("wgan_ext::gradient_norm_penalty", _penalty_backward,
+                                    setup_context=_penalty_setup)

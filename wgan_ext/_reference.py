@@ -26,3 +26,28 @@ def clip_count_(tensors: list[torch.Tensor], min: float, max: float) -> torch.Te
     if not counts:
         return torch.zeros(0, dtype=torch.int64)
     return torch.stack([c.to(tensors[0].device) for c in counts])
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """torch.ops.wgan_ext.interpolate: real + alpha[n] * (fake - real), computed in float32 (float64) and rounded
+    once to the inputs' dtype, as the kernels do."""
+    acc = _acc_dtype(real.dtype)
+    a = alpha.to(acc).view(-1, *([1] * (real.dim() - 1)))
+    r = real.to(acc)
+    return (r + a * (fake.to(acc) - r)).to(real.dtype)
+
+
+def gradient_norm_penalty(grad: torch.Tensor, target: float, one_sided: bool, inv_scale: float,
+                          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.ops.wgan_ext.gradient_norm_penalty: (mean of (norm - target)^2, per-sample norms); differentiable by
+    autograd (it is the plain recipe)."""
+    g = grad.to(_acc_dtype(grad.dtype)).reshape(grad.shape[0], -1)
+    norms = torch.sqrt(inv_scale * inv_scale * (g * g).sum(dim=1) + eps)
+    excess = norms - target
+    if one_sided:
+        excess = excess.clamp_min(0)
+    return (excess * excess).mean(), norms

@@ -87,6 +87,16 @@ TORCH_LIBRARY(wgan_ext, m) {
   m.def("clip_(Tensor(a!)[] tensors, float min, float max) -> ()");
   // Same, and returns an int64 tensor (len(tensors),): per tensor, how many elements sit at a bound afterwards.
   m.def("clip_count_(Tensor(a!)[] tensors, float min, float max) -> Tensor");
+  // x_hat = real + alpha[n] * (fake - real), alpha one value per sample, broadcast over the trailing dims.
+  m.def("interpolate(Tensor real, Tensor fake, Tensor alpha) -> Tensor");
+  // Per-sample norms sqrt(inv_scale^2 * sum(grad_n^2) + eps) over all non-batch dims, and the mean of
+  // (norm - target)^2 (one_sided: max(0, norm - target)^2). Returns (penalty, norms) in float32 (float64 input:
+  // float64).
+  m.def("gradient_norm_penalty(Tensor grad, float target, bool one_sided, float inv_scale, float eps) -> "
+        "(Tensor, Tensor)");
+  // The gradient of gradient_norm_penalty w.r.t. grad, given the gradients of its two outputs.
+  m.def("_gradient_norm_penalty_backward(Tensor grad_penalty, Tensor grad_norms, Tensor grad, Tensor norms, "
+        "float target, bool one_sided, float inv_scale) -> Tensor");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str", &build_info);
   // (launch, slot, tensor index, chunk, numel) per block of the CUDA multi-tensor launcher's plan; for tests.

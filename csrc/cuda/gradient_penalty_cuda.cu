@@ -1,0 +1,186 @@
+// CUDA kernels of wgan_ext::interpolate, gradient_norm_penalty and _gradient_norm_penalty_backward.
+//   interpolate, backward: one elementwise grid-stride pass over the flattened (N, D) elements.
+//   penalty: one block per sample reduces its sum of squares (norms), then one block reduces the per-sample terms
+//            to the mean, in a fixed order (deterministic, no atomics).
+// The per-element and per-sample math is csrc/ops/gradient_penalty_math.h, the same code the CPU kernels run.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "../ops/gradient_penalty.h"
+#include "../ops/gradient_penalty_math.h"
+
+namespace wgan_ext {
+namespace {
+
+constexpr int kThreads = 256;
+
+int elementwise_blocks(int64_t n) {
+  return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535LL * 8));
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void interpolate_kernel(const scalar_t* __restrict__ real, const scalar_t* __restrict__ fake,
+                                   const scalar_t* __restrict__ alpha, scalar_t* __restrict__ out, int64_t total,
+                                   int64_t D) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const acc_t al = static_cast<acc_t>(alpha[i / D]);
+    out[i] = static_cast<scalar_t>(
+        gp_math::interpolate<acc_t>(static_cast<acc_t>(real[i]), static_cast<acc_t>(fake[i]), al));
+  }
+}
+
+// Sum over the block; the result is valid in thread 0.
+template <typename acc_t>
+__device__ acc_t block_sum(acc_t v) {
+  __shared__ acc_t partial[kThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : acc_t(0);
+  if (warp == 0) {
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  }
+  return v;
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) sample_norms_kernel(const scalar_t* __restrict__ grad,
+                                                                acc_t* __restrict__ norms, acc_t* __restrict__ terms,
+                                                                int64_t D, acc_t target, bool one_sided,
+                                                                acc_t inv_scale, acc_t eps) {
+  const scalar_t* row = grad + blockIdx.x * D;
+  acc_t s = 0;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    const acc_t x = static_cast<acc_t>(row[i]);
+    s += x * x;
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) {
+    const acc_t nrm = gp_math::norm<acc_t>(s, inv_scale, eps);
+    norms[blockIdx.x] = nrm;
+    terms[blockIdx.x] = gp_math::term<acc_t>(nrm, target, one_sided);
+  }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) mean_kernel(const acc_t* __restrict__ terms, int64_t N,
+                                                        acc_t* __restrict__ out) {
+  acc_t s = 0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) s += terms[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) *out = s / static_cast<acc_t>(N);
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void penalty_backward_kernel(const scalar_t* __restrict__ grad, const acc_t* __restrict__ norms,
+                                        const acc_t* __restrict__ grad_norms, const acc_t* __restrict__ grad_penalty,
+                                        scalar_t* __restrict__ out, int64_t total, int64_t N, int64_t D,
+                                        acc_t target, bool one_sided, acc_t inv_scale) {
+  const acc_t gpen = *grad_penalty;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = i / D;
+    const acc_t coef = gp_math::backward_coef<acc_t>(norms[n], target, one_sided, inv_scale, gpen, grad_norms[n],
+                                                     static_cast<acc_t>(N));
+    out[i] = static_cast<scalar_t>(coef * static_cast<acc_t>(grad[i]));
+  }
+}
+
+at::Tensor interpolate_cuda(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
+  check_interpolate_args(real, fake, alpha);
+  const c10::cuda::CUDAGuard guard(real.device());
+  const at::Tensor r = real.contiguous(), f = fake.contiguous(), a = alpha.contiguous();
+  at::Tensor out = at::empty_like(r, at::MemoryFormat::Contiguous);
+  const int64_t total = r.numel();
+  if (total == 0) return out;
+  const int64_t D = total / r.size(0);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "wgan_ext::interpolate (CUDA)", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    interpolate_kernel<scalar_t, acc_t><<<elementwise_blocks(total), kThreads, 0, stream>>>(
+        r.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
+        out.mutable_data_ptr<scalar_t>(), total, D);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> gradient_norm_penalty_cuda(const at::Tensor& grad, double target, bool one_sided,
+                                                              double inv_scale, double eps) {
+  check_penalty_args(grad, inv_scale, eps);
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const at::Tensor g = grad.contiguous();
+  const int64_t N = g.size(0);
+  const int64_t D = g.numel() / N;
+  TORCH_CHECK_VALUE(N <= 2147483647LL, "wgan_ext::gradient_norm_penalty: batch too large for one launch: ", N);
+  const auto acc_options = g.options().dtype(penalty_acc_dtype(g.scalar_type()));
+  at::Tensor norms = at::empty({N}, acc_options);
+  at::Tensor terms = at::empty({N}, acc_options);
+  at::Tensor penalty = at::empty({}, acc_options);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "wgan_ext::gradient_norm_penalty (CUDA)",
+                                  [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    sample_norms_kernel<scalar_t, acc_t><<<static_cast<unsigned>(N), kThreads, 0, stream>>>(
+        g.const_data_ptr<scalar_t>(), norms.mutable_data_ptr<acc_t>(), terms.mutable_data_ptr<acc_t>(), D,
+        static_cast<acc_t>(target), one_sided, static_cast<acc_t>(inv_scale), static_cast<acc_t>(eps));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    mean_kernel<acc_t><<<1, kThreads, 0, stream>>>(terms.const_data_ptr<acc_t>(), N,
+                                                   penalty.mutable_data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {penalty, norms};
+}
+
+at::Tensor gradient_norm_penalty_backward_cuda(const at::Tensor& grad_penalty, const at::Tensor& grad_norms,
+                                               const at::Tensor& grad, const at::Tensor& norms, double target,
+                                               bool one_sided, double inv_scale) {
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const at::Tensor g = grad.contiguous();
+  const int64_t N = g.size(0);
+  const at::ScalarType acc = penalty_acc_dtype(g.scalar_type());
+  TORCH_CHECK_VALUE(norms.dim() == 1 && norms.size(0) == N && norms.scalar_type() == acc &&
+                        grad_norms.sizes() == norms.sizes() && grad_norms.scalar_type() == acc &&
+                        grad_penalty.numel() == 1 && grad_penalty.scalar_type() == acc &&
+                        norms.device() == g.device() && grad_norms.device() == g.device() &&
+                        grad_penalty.device() == g.device(),
+                    "wgan_ext::_gradient_norm_penalty_backward: inconsistent arguments");
+  at::Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
+  const int64_t total = g.numel();
+  if (total == 0) return out;
+  const int64_t D = total / N;
+  const at::Tensor n_c = norms.contiguous(), gn_c = grad_norms.contiguous(), gp_c = grad_penalty.contiguous();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
+                                  "wgan_ext::_gradient_norm_penalty_backward (CUDA)", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    penalty_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(total), kThreads, 0, stream>>>(
+        g.const_data_ptr<scalar_t>(), n_c.const_data_ptr<acc_t>(), gn_c.const_data_ptr<acc_t>(),
+        gp_c.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(), total, N, D, static_cast<acc_t>(target),
+        one_sided, static_cast<acc_t>(inv_scale));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
+  m.impl("interpolate", &interpolate_cuda);
+  m.impl("gradient_norm_penalty", &gradient_norm_penalty_cuda);
+  m.impl("_gradient_norm_penalty_backward", &gradient_norm_penalty_backward_cuda);
+}
+
+}  // namespace wgan_ext
