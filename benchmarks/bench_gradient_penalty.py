@@ -4,7 +4,7 @@ A critic step is what Algorithm 1 of WGAN-GP runs n_critic times per generator s
 fake, the penalty (interpolates, create_graph gradient, norms, mean), backward, Adam step. Critics:
   toy-mlp     2 -> 512 -> 512 -> 512 -> 1 (ReLU), batch 256 (the WGAN-GP toy script)
   dcgan64     the DCGAN 64x64 critic without BatchNorm (LeakyReLU 0.2), ndf 64, batch 64 (CPU: batch 8)
-Variants:
+Variants (timed in alternating rounds, so a drifting shared machine slows both alike):
   plain       the usual code: torch.rand per sample, interpolation, autograd.grad, .norm(2, dim=1), (n-1)^2 mean
   fused       wgan_ext.gradient_penalty(critic, real, fake) (impl="fused")
 
@@ -92,8 +92,8 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
             got = wgan_ext.gradient_penalty(critic, real, fake, weight=LAMBDA, alpha=alpha, impl="fused")
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
             variants["fused"] = fused_penalty
-        timings = {name: common.time_fn(make_step(critic, opt, real, fake, pen), device, min_run_time)
-                   for name, pen in variants.items()}
+        steps = {name: make_step(critic, opt, real, fake, pen) for name, pen in variants.items()}
+        timings = common.time_interleaved(steps, device, min_run_time * len(steps))
         plain_us = timings["plain"]["median_us"]
         for name, t in timings.items():
             rows.append({"case": case, "variant": name, "batch": shape[0], "median_us": t["median_us"],

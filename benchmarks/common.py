@@ -1,7 +1,8 @@
 """Shared pieces of the benchmark scripts: environment facts, timing, copy bandwidth, result files.
 
 Timing: on the CPU, torch.utils.benchmark's blocked_autorange (median and IQR over blocks); on CUDA, CUDA events
-around repeated calls after a warm-up (median and IQR over repeats). Results are written as JSON (environment,
+around repeated calls after a warm-up (median and IQR over repeats). Variants compared with each other can be
+timed in alternating rounds instead (time_interleaved), so a drifting shared machine slows all of them alike. Results are written as JSON (environment,
 settings, rows) and as a Markdown table headed by the device, torch version, commit, date and command line.
 """
 
@@ -14,6 +15,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -96,6 +98,39 @@ def time_fn(fn, device: str, min_run_time: float = 1.0, warmup: int = 3) -> dict
 
     m = Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
     return {"median_us": m.median * 1e6, "iqr_us": m.iqr * 1e6, "measurements": len(m.times)}
+
+
+def time_interleaved(fns: dict, device: str, min_run_time: float = 2.0, rounds: int = 15) -> dict:
+    """Median and IQR (µs per call) of each of several functions, timed in alternating rounds.
+
+    For comparisons on a shared, drifting machine: every round times a block of calls of each function in turn,
+    so slow phases hit all variants alike. Returns {name: {"median_us", "iqr_us", "measurements"}}.
+    """
+    for fn in fns.values():
+        fn()
+        fn()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    sync()
+    once = max((time.perf_counter() - t0) / len(fns), 1e-7)
+    calls = max(1, int(min_run_time / (rounds * len(fns) * once)))
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            samples[name].append((time.perf_counter() - start) / calls * 1e6)
+    out = {}
+    for name, values in samples.items():
+        q = statistics.quantiles(values, n=4)
+        out[name] = {"median_us": statistics.median(values), "iqr_us": q[2] - q[0], "measurements": len(values)}
+    return out
 
 
 def measure_copy_bandwidth(nbytes: int, device: str, min_run_time: float = 1.0) -> float:
