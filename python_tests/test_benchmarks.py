@@ -39,3 +39,15 @@ def test_clip_benchmark_quick_writes_json_and_table(tmp_path):
 def test_clip_benchmark_refuses_cuda_without_a_gpu(tmp_path):
     out = run_bench("bench_clip.py", "--device", "cuda", "--quick", "--out", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 1 and "no CUDA device" in out.stderr
+
+
+def test_gradient_penalty_benchmark_quick_writes_json_and_table(tmp_path):
+    out = run_bench("bench_gradient_penalty.py", "--device", "cpu", "--quick", "--out", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "gradient_penalty-cpu.json").read_text())
+    timed = [r for r in data["rows"] if "median_us" in r]
+    variants = {"plain"} | ({"fused"} if fused_available("gradient_norm_penalty", "cpu") else set())
+    for case in ("toy-mlp", "dcgan64"):
+        assert {r["variant"] for r in timed if r["case"] == case} == variants
+    assert all(r["median_us"] > 0 for r in timed)
+    assert "smoke run, not a measurement" in (tmp_path / "gradient_penalty-cpu.md").read_text()

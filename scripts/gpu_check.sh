@@ -44,9 +44,10 @@ for tool in memcheck racecheck synccheck; do
     "$PY" -m pytest python_tests -m cuda -q -p no:cacheprovider -k "not one_launch"
 done
 
-# Benchmarks: JSON + Markdown, CUDA and CPU, straight into $OUT.
-step bench-cuda "$LOG" "$PY" benchmarks/bench_clip.py --device cuda --out "$OUT"
-step bench-cpu "$LOG" "$PY" benchmarks/bench_clip.py --device cpu --out "$OUT"
+# Benchmarks on CUDA: JSON + Markdown straight into $OUT (8 files come back at most: 3 logs + 2 per benchmark).
+for bench in clip gradient_penalty; do
+  step "bench-$bench-cuda" "$LOG" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$OUT"
+done
 
 echo "gpu_check: $([ $status -eq 0 ] && echo all steps passed || echo SOME STEPS FAILED) (commit $WGAN_EXT_COMMIT)" | tee -a "$LOG"
 ls -la "$OUT" >>"$LOG"
