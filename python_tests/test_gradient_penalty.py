@@ -213,6 +213,23 @@ def test_autocast_bf16_on_cpu_is_finite_and_close():
     torch.testing.assert_close(ours, plain, rtol=0.1, atol=0.05)  # bf16 convolutions inside
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_grad_scaler_is_unscaled_inside_the_penalty(impl):
+    # float32 on the CPU, so the only difference from the plain recipe is the scale taken out inside.
+    impl_ok(impl, "cpu")
+    critic = make_critic((2, 5, 5), "cpu", torch.float32)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    real, fake, alpha = torch.randn(6, 2, 5, 5), torch.randn(6, 2, 5, 5), torch.rand(6)
+    ours, norms = wgan_ext.gradient_penalty(critic, real, fake, alpha=alpha, scaler=scaler, return_norms=True,
+                                            impl=impl)
+    ours_grads = param_grads(critic, ours)
+    plain = plain_recipe(critic, real, fake, alpha)
+    plain_grads = param_grads(critic, plain)
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(ours_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
 def test_fp16_autocast_with_grad_scaler_on_cuda(device):

@@ -85,12 +85,15 @@ def _critic_gradient(critic, x: torch.Tensor, scaler) -> tuple[torch.Tensor, flo
     if not isinstance(out, torch.Tensor) or tuple(out.shape) not in ((n,), (n, 1)):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the critic must return one score per sample, shape ({n},) or ({n}, 1); got {shape}")
-    inv_scale = 1.0
     if scaler is not None and scaler.is_enabled():
-        # The AMP recipe: differentiate the scaled output (so fp16 gradients do not underflow), unscale inside.
-        out = scaler.scale(out)
-        inv_scale = 1.0 / scaler.get_scale()
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        # The AMP recipe: differentiate a scaled output so fp16 gradients do not underflow, unscale inside the
+        # penalty. Scaling the float32 mean rather than the sum keeps the gradient entering the fp16 graph at
+        # scale / N per sample instead of scale (2^16 by default, which is already inf in fp16).
+        total = scaler.scale(out.float().mean())
+        inv_scale = n / scaler.get_scale()
+    else:
+        total, inv_scale = out.sum(), 1.0
+    (grad,) = torch.autograd.grad(total, x, create_graph=True)
     return grad, inv_scale
 
 

@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" (CUDA runtime {facts['cuda_runtime']}, archs {_arch_names(facts['cuda_archs'])})"
                      if facts["cuda_kernels_built"] else ""))
         print(f"default impl: {facts['impl_default']} (set {_ops.ENV_IMPL}=auto|fused|reference)")
-        print(f"{'op':<16}{'CPU':<8}{'CUDA':<8}")
+        width = max(len(op) for op in facts["kernels"]) + 2
+        print(f"{'op':<{width}}{'CPU':<6}CUDA")
         for op, kernels in facts["kernels"].items():
-            print(f"{op:<16}{'yes' if kernels['cpu'] else 'no':<8}{'yes' if kernels['cuda'] else 'no':<8}")
+            print(f"{op:<{width}}{'yes' if kernels['cpu'] else 'no':<6}{'yes' if kernels['cuda'] else 'no'}")
     if args.require_cuda:
         missing = [op for op, k in facts["kernels"].items() if not k["cuda"]]
         if missing:
