@@ -13,7 +13,6 @@ Variants (timed in alternating rounds, so a drifting shared machine slows both a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -107,27 +106,12 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
     env = common.environment(device)
     settings = {"lambda": LAMBDA, "optimizer": "Adam(1e-4, betas=(0.5, 0.9))", "quick": quick,
                 "min_run_time_s": min_run_time}
-    json_path, md_path = common.write_results("gradient_penalty", device, env, settings, rows, table, out_dir)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path}")
+    _, md_path = common.write_results("gradient_penalty", device, env, settings, rows, table, out_dir)
     return md_path
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and short timing: a smoke run")
-    parser.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "results")
-    args = parser.parse_args(argv)
-    for device in (["cpu", "cuda"] if args.device == "all" else [args.device]):
-        if device == "cuda" and not torch.cuda.is_available():
-            if args.device == "cuda":
-                print("error: --device cuda but no CUDA device is visible", file=sys.stderr)
-                return 1
-            print("note: no CUDA device visible; CUDA rows not measured (not yet run on a GPU)")
-            continue
-        run_device(device, args.quick, args.out)
-    return 0
+    return common.run_cli(__doc__.splitlines()[0], run_device, argv)
 
 
 if __name__ == "__main__":

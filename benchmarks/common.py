@@ -8,6 +8,7 @@ settings, rows) and as a Markdown table headed by the device, torch version, com
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -156,6 +157,7 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
 
 def write_results(name: str, device: str, env: dict, settings: dict, rows: list[dict], table: str,
                   out_dir: Path) -> tuple[Path, Path]:
+    """Writes <out_dir>/<name>-<device>.json and .md, and prints the table and the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{name}-{device}.json"
     md_path = out_dir / f"{name}-{device}.md"
@@ -165,4 +167,25 @@ def write_results(name: str, device: str, env: dict, settings: dict, rows: list[
     if settings.get("quick"):
         header += "\n\n**quick (smoke run, not a measurement)**"
     md_path.write_text(f"### {name} on {device}\n\n{header}\n\n{table}\n")
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
     return json_path, md_path
+
+
+def run_cli(description: str, run_device, argv=None) -> int:
+    """The benchmark scripts' command line: --device cpu|cuda|all, --quick, --out; calls
+    run_device(device, quick, out_dir) for each device that is there."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and short timing: a smoke run")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    for device in (["cpu", "cuda"] if args.device == "all" else [args.device]):
+        if device == "cuda" and not torch.cuda.is_available():
+            if args.device == "cuda":
+                print("error: --device cuda but no CUDA device is visible", file=sys.stderr)
+                return 1
+            print("note: no CUDA device visible; CUDA rows not measured (not yet run on a GPU)")
+            continue
+        run_device(device, args.quick, args.out)
+    return 0

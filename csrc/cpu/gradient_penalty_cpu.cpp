@@ -102,14 +102,10 @@ std::tuple<at::Tensor, at::Tensor> gradient_norm_penalty_cpu(const at::Tensor& g
 at::Tensor gradient_norm_penalty_backward_cpu(const at::Tensor& grad_penalty, const at::Tensor& grad_norms,
                                               const at::Tensor& grad, const at::Tensor& norms, double target,
                                               bool one_sided, double inv_scale) {
+  check_penalty_backward_args(grad_penalty, grad_norms, grad, norms);
   const at::Tensor g = grad.contiguous();
   const int64_t N = g.size(0);
   const int64_t D = N == 0 ? 0 : g.numel() / N;
-  const at::ScalarType acc = penalty_acc_dtype(g.scalar_type());
-  TORCH_CHECK_VALUE(norms.dim() == 1 && norms.size(0) == N && norms.scalar_type() == acc &&
-                        grad_norms.sizes() == norms.sizes() && grad_norms.scalar_type() == acc &&
-                        grad_penalty.numel() == 1 && grad_penalty.scalar_type() == acc,
-                    "wgan_ext::_gradient_norm_penalty_backward: inconsistent arguments");
   at::Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
   if (g.numel() == 0) return out;
   const at::Tensor n_c = norms.contiguous(), gn_c = grad_norms.contiguous();

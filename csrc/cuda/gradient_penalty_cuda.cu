@@ -147,16 +147,10 @@ std::tuple<at::Tensor, at::Tensor> gradient_norm_penalty_cuda(const at::Tensor& 
 at::Tensor gradient_norm_penalty_backward_cuda(const at::Tensor& grad_penalty, const at::Tensor& grad_norms,
                                                const at::Tensor& grad, const at::Tensor& norms, double target,
                                                bool one_sided, double inv_scale) {
+  check_penalty_backward_args(grad_penalty, grad_norms, grad, norms);
   const c10::cuda::CUDAGuard guard(grad.device());
   const at::Tensor g = grad.contiguous();
   const int64_t N = g.size(0);
-  const at::ScalarType acc = penalty_acc_dtype(g.scalar_type());
-  TORCH_CHECK_VALUE(norms.dim() == 1 && norms.size(0) == N && norms.scalar_type() == acc &&
-                        grad_norms.sizes() == norms.sizes() && grad_norms.scalar_type() == acc &&
-                        grad_penalty.numel() == 1 && grad_penalty.scalar_type() == acc &&
-                        norms.device() == g.device() && grad_norms.device() == g.device() &&
-                        grad_penalty.device() == g.device(),
-                    "wgan_ext::_gradient_norm_penalty_backward: inconsistent arguments");
   at::Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
   const int64_t total = g.numel();
   if (total == 0) return out;

@@ -41,6 +41,20 @@ void check_penalty_args(const at::Tensor& grad, double inv_scale, double eps) {
                     "got ", eps);
 }
 
+void check_penalty_backward_args(const at::Tensor& grad_penalty, const at::Tensor& grad_norms, const at::Tensor& grad,
+                                 const at::Tensor& norms) {
+  const at::ScalarType acc = penalty_acc_dtype(grad.scalar_type());
+  const bool ok = grad.dim() >= 1 && norms.dim() == 1 && norms.size(0) == grad.size(0) &&
+                  norms.scalar_type() == acc && grad_norms.sizes() == norms.sizes() &&
+                  grad_norms.scalar_type() == acc && grad_penalty.numel() == 1 && grad_penalty.scalar_type() == acc &&
+                  norms.device() == grad.device() && grad_norms.device() == grad.device() &&
+                  grad_penalty.device() == grad.device();
+  TORCH_CHECK_VALUE(ok, "wgan_ext::_gradient_norm_penalty_backward: expected grad (N, *), norms and grad_norms (N,) "
+                    "and a one-element grad_penalty, all on grad's device, in ", acc, "; got grad ", grad.sizes(),
+                    ", norms ", norms.sizes(), " ", norms.scalar_type(), ", grad_norms ", grad_norms.sizes(),
+                    ", grad_penalty ", grad_penalty.sizes());
+}
+
 at::ScalarType penalty_acc_dtype(at::ScalarType grad_dtype) {
   return grad_dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
