@@ -19,7 +19,8 @@ IMPLS = ("auto", "fused", "reference")
 ENV_IMPL = "WGAN_EXT_IMPL"
 
 # Compiled ops and the device types they may have kernels for.
-OP_NAMES = ("clip_", "clip_count_", "interpolate", "gradient_norm_penalty", "_gradient_norm_penalty_backward")
+OP_NAMES = ("clip_", "clip_count_", "interpolate", "gradient_norm_penalty", "_gradient_norm_penalty_backward",
+            "spectral_norm_power_iteration_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOAD_ERROR: BaseException | None = None
@@ -110,6 +111,10 @@ if has_ops():
     @torch.library.register_fake("wgan_ext::clip_count_")
     def _clip_count_fake(tensors, min, max):  # noqa: A002
         return tensors[0].new_empty((len(tensors),), dtype=torch.int64)
+
+    @torch.library.register_fake("wgan_ext::spectral_norm_power_iteration_")
+    def _power_iteration_fake(weights, us, vs, n_power_iterations, eps):
+        return None
 
     def _acc_dtype(dtype):
         return torch.float64 if dtype == torch.float64 else torch.float32

@@ -51,3 +51,13 @@ def gradient_norm_penalty(grad: torch.Tensor, target: float, one_sided: bool, in
     if one_sided:
         excess = excess.clamp_min(0)
     return (excess * excess).mean(), norms
+
+
+def spectral_norm_power_iteration_(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor],
+                                   n_power_iterations: int, eps: float) -> None:
+    """torch.ops.wgan_ext.spectral_norm_power_iteration_: torch's own power method, layer by layer."""
+    with torch.no_grad():
+        for W, u, v in zip(weights, us, vs):
+            for _ in range(n_power_iterations):
+                u.copy_(torch.nn.functional.normalize(torch.mv(W, v), dim=0, eps=eps))
+                v.copy_(torch.nn.functional.normalize(torch.mv(W.H, u), dim=0, eps=eps))

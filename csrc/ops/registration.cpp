@@ -97,6 +97,10 @@ TORCH_LIBRARY(wgan_ext, m) {
   // The gradient of gradient_norm_penalty w.r.t. grad, given the gradients of its two outputs.
   m.def("_gradient_norm_penalty_backward(Tensor grad_penalty, Tensor grad_norms, Tensor grad, Tensor norms, "
         "float target, bool one_sided, float inv_scale) -> Tensor");
+  // Spectral norm: for every layer i (weight viewed as a matrix (h, w)), n steps of u <- normalize(W v),
+  // v <- normalize(W^T u) with F.normalize's eps, updating us[i] and vs[i] in place.
+  m.def("spectral_norm_power_iteration_(Tensor[] weights, Tensor(a!)[] us, Tensor(b!)[] vs, int n_power_iterations, "
+        "float eps) -> ()");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str", &build_info);
   // (launch, slot, tensor index, chunk, numel) per block of the CUDA multi-tensor launcher's plan; for tests.
@@ -106,6 +110,7 @@ TORCH_LIBRARY(wgan_ext, m) {
 TORCH_LIBRARY_IMPL(wgan_ext, ADInplaceOrView, m) {
   m.impl("clip_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
   m.impl("clip_count_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
+  m.impl("spectral_norm_power_iteration_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
 }
 
 }  // namespace wgan_ext

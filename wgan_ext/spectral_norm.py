@@ -1,0 +1,207 @@
+"""Spectral normalization (Miyato et al. 2018) as a drop-in for ``torch.nn.utils.parametrizations.spectral_norm``,
+and batched over a whole critic.
+
+``spectral_norm(module)`` registers ``SpectralNorm``, a parametrization with torch's semantics and torch's state_dict
+keys (``parametrizations.weight.original``, ``parametrizations.weight.0._u``, ``..._v``), so checkpoints move between
+the two both ways. ``apply_spectral_norm(model)`` puts it on every Linear / Conv / ConvTranspose of a model and runs
+the power iteration of all those layers in one op call per model forward (one CUDA launch per dtype), instead of
+about ten small kernels per layer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import numbers
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from . import _ops, _reference
+
+_SUPPORTED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d) + _TRANSPOSED
+
+
+def power_iteration_(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor],
+                     n_power_iterations: int, eps: float, impl: str | None = None) -> None:
+    """For every layer: n steps of u <- normalize(W v), v <- normalize(W^T u), in place (no autograd)."""
+    if not weights:
+        return
+    with torch.no_grad():
+        if _ops.use_fused("spectral_norm_power_iteration_", weights[0].device.type, impl):
+            torch.ops.wgan_ext.spectral_norm_power_iteration_(weights, us, vs, n_power_iterations, eps)
+        else:
+            _reference.spectral_norm_power_iteration_(weights, us, vs, n_power_iterations, eps)
+
+
+class SpectralNorm(nn.Module):
+    """The spectral-norm parametrization: ``weight / sigma(weight)``, sigma by power iteration on ``weight`` viewed
+    as a matrix (out, rest) along ``dim``. Same buffers, initialization (15 iterations) and semantics as torch's:
+    u, v are updated in place in training mode, under no_grad; no gradient flows through them (dsigma/dW = u v^T);
+    1-D weights are just normalized."""
+
+    def __init__(self, weight: torch.Tensor, n_power_iterations: int = 1, dim: int = 0, eps: float = 1e-12,
+                 impl: str | None = None):
+        super().__init__()
+        ndim = weight.ndim
+        self.dim = dim if dim >= 0 else dim + ndim
+        self.eps = eps
+        self.impl = impl
+        self.batched = False  # True when a SpectralNormGroup runs the power iteration for this layer
+        if ndim > 1:
+            self.n_power_iterations = n_power_iterations
+            weight_mat = self._reshape_weight_to_matrix(weight.detach())
+            h, w = weight_mat.size()
+            u = weight_mat.new_empty(h).normal_(0, 1)
+            v = weight_mat.new_empty(w).normal_(0, 1)
+            self.register_buffer("_u", F.normalize(u, dim=0, eps=self.eps))
+            self.register_buffer("_v", F.normalize(v, dim=0, eps=self.eps))
+            power_iteration_([weight_mat], [self._u], [self._v], 15, self.eps, self.impl)
+
+    def _reshape_weight_to_matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.dim != 0:
+            weight = weight.permute(self.dim, *(d for d in range(weight.dim()) if d != self.dim))
+        return weight.flatten(1)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 1:
+            return F.normalize(weight, dim=0, eps=self.eps)
+        weight_mat = self._reshape_weight_to_matrix(weight)
+        if self.training and not self.batched:
+            power_iteration_([weight_mat.detach()], [self._u], [self._v], self.n_power_iterations, self.eps,
+                             self.impl)
+        # Clones: u and v may be updated in place by the next forward before this one's backward (pytorch#66363).
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        sigma = torch.vdot(u, torch.mv(weight_mat, v))
+        return weight / sigma
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+
+def _is_spectral_norm(p) -> bool:
+    return isinstance(p, SpectralNorm) or type(p).__name__ == "_SpectralNorm"
+
+
+def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1, eps: float = 1e-12,
+                  dim: int | None = None, impl: str | None = None) -> nn.Module:
+    """Drop-in for ``torch.nn.utils.parametrizations.spectral_norm`` (same arguments, semantics, state_dict keys).
+
+    ``dim`` defaults to 1 for ConvTranspose modules and 0 otherwise. Returns the module.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"spectral_norm: module must be an nn.Module, got {type(module).__name__}")
+    weight = getattr(module, name, None)
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"spectral_norm: {type(module).__name__} has no parameter or buffer named {name!r}")
+    if weight.dtype not in _SUPPORTED:
+        raise TypeError(f"spectral_norm: {name} has dtype {weight.dtype}; supported: float32, float64, float16, "
+                        "bfloat16")
+    if weight.numel() == 0:
+        raise ValueError(f"spectral_norm: {name} is empty (shape {tuple(weight.shape)})")
+    if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int) or n_power_iterations < 1:
+        raise ValueError(f"spectral_norm: n_power_iterations must be an int >= 1, got {n_power_iterations!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0 or eps == float("inf"):
+        raise ValueError(f"spectral_norm: eps must be a finite number > 0, got {eps!r}")
+    if parametrize.is_parametrized(module, name) and any(
+            _is_spectral_norm(p) for p in module.parametrizations[name]):
+        raise ValueError(f"spectral_norm: {type(module).__name__}.{name} already has spectral normalization")
+    if dim is None:
+        dim = 1 if isinstance(module, _TRANSPOSED) else 0
+    if not -weight.ndim <= dim < max(weight.ndim, 1):
+        raise ValueError(f"spectral_norm: dim {dim} is out of range for a {weight.ndim}-D {name}")
+    parametrize.register_parametrization(module, name, SpectralNorm(weight, n_power_iterations, dim, eps, impl))
+    return module
+
+
+class SpectralNormGroup:
+    """Spectral norm on many layers, with one batched power-iteration op call for all of them.
+
+    Made by ``apply_spectral_norm``. With ``update="forward"`` (torch's behaviour) a forward pre-hook on the model
+    updates every layer's u, v once per training-mode forward; with ``update="step"`` call ``attach(optimizer)``
+    (u, v then change once per optimizer step, so the real, fake and interpolate forwards of one critic step see
+    the same sigma); ``update="manual"``: call ``power_iteration()`` yourself.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], update: str, impl: str | None):
+        self.model = model
+        self.layers = layers
+        self.impl = impl
+        self.update = update
+        self._handles = []
+        if update == "forward":
+            self._handles.append(model.register_forward_pre_hook(self._pre_forward))
+
+    def _pre_forward(self, module, args):
+        if module.training:
+            self.power_iteration()
+
+    def parametrizations(self) -> list[SpectralNorm]:
+        return [m.parametrizations["weight"][0] for _, m in self.layers]
+
+    def power_iteration(self) -> None:
+        """One update of every layer's u, v (n_power_iterations steps each), in one op call."""
+        sns = self.parametrizations()
+        if not sns:
+            return
+        weights = [sn._reshape_weight_to_matrix(m.parametrizations["weight"].original.detach())
+                   for sn, (_, m) in zip(sns, self.layers)]
+        power_iteration_(weights, [sn._u for sn in sns], [sn._v for sn in sns], sns[0].n_power_iterations,
+                         sns[0].eps, self.impl)
+
+    def attach(self, optimizer: torch.optim.Optimizer):
+        """Update u, v after every ``optimizer.step()`` (for ``update="step"``). Returns a removable handle."""
+        handle = optimizer.register_step_post_hook(lambda opt, args, kwargs: self.power_iteration())
+        self._handles.append(handle)
+        return handle
+
+    def sigmas(self) -> dict[str, float]:
+        """Per layer, the current estimate of the weight's largest singular value (synchronizes)."""
+        out = {}
+        with torch.no_grad():
+            for (name, m), sn in zip(self.layers, self.parametrizations()):
+                W = sn._reshape_weight_to_matrix(m.parametrizations["weight"].original)
+                out[name] = torch.vdot(sn._u, torch.mv(W, sn._v)).item()
+        return out
+
+    def remove(self) -> None:
+        """Stop the batched updates (the parametrizations stay; each layer then updates itself like torch's)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for sn in self.parametrizations():
+            sn.batched = False
+
+
+def apply_spectral_norm(model: nn.Module, n_power_iterations: int = 1, eps: float = 1e-12,
+                        exclude: Iterable[str] = (), exclude_types=(), update: str = "forward",
+                        impl: str | None = None) -> SpectralNormGroup:
+    """Put spectral norm on every Linear, Conv1d/2d/3d and ConvTranspose1d/2d/3d of `model` (its ``weight``;
+    ConvTranspose along dim 1), with one batched power iteration per model forward. Returns the group.
+
+    exclude: module name patterns (fnmatch over ``named_modules()``, e.g. ``"main.0"``, ``"*.head"``) to leave
+        alone; a pattern that matches no layer is an error. exclude_types: module classes to leave alone.
+    update: "forward" (default, torch's behaviour), "step" (with ``group.attach(optimizer)``) or "manual".
+    """
+    if update not in ("forward", "step", "manual"):
+        raise ValueError(f"update must be 'forward', 'step' or 'manual', got {update!r}")
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    exclude_types = tuple(exclude_types) if isinstance(exclude_types, (list, tuple)) else (exclude_types,)
+    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    skip = set()
+    for pattern in exclude:
+        hits = {n for n, _ in candidates if fnmatch.fnmatchcase(n, pattern)}
+        if not hits:
+            raise ValueError(f"apply_spectral_norm: exclude pattern {pattern!r} matches no layer (layers: "
+                             f"{', '.join(n for n, _ in candidates[:6])})")
+        skip |= hits
+    layers = [(n, m) for n, m in candidates if n not in skip and not (exclude_types and isinstance(m, exclude_types))]
+    for _, m in layers:
+        spectral_norm(m, n_power_iterations=n_power_iterations, eps=eps, impl=impl)
+        m.parametrizations["weight"][0].batched = True
+    return SpectralNormGroup(model, layers, update, impl)
