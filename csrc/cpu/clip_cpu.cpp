@@ -28,13 +28,6 @@ struct Chunk {
   c10::ScalarType dtype;
 };
 
-// Compiled three times on x86-64 Linux (AVX-512, AVX2, baseline); the loader picks one for the CPU it runs on.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define WGAN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define WGAN_CPU_CLONES
-#endif
-
 template <bool kCount, typename storage_t, typename Clamp>
 WGAN_CPU_CLONES int64_t clamp_chunk(void* data, int64_t n, const Clamp& clamp_in) {
   storage_t* __restrict__ p = static_cast<storage_t*>(data);
