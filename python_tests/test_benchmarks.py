@@ -51,3 +51,17 @@ def test_gradient_penalty_benchmark_quick_writes_json_and_table(tmp_path):
         assert {r["variant"] for r in timed if r["case"] == case} == variants
     assert all(r["median_us"] > 0 for r in timed)
     assert "smoke run, not a measurement" in (tmp_path / "gradient_penalty-cpu.md").read_text()
+
+
+def test_spectral_norm_benchmark_quick_writes_json_and_table(tmp_path):
+    out = run_bench("bench_spectral_norm.py", "--device", "cpu", "--quick", "--out", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "spectral_norm-cpu.json").read_text())
+    timed = [r for r in data["rows"] if "forward_us" in r]
+    variants = {"plain", "torch"} | ({"wgan_ext"} if fused_available("spectral_norm_power_iteration_", "cpu") else set())
+    for case in ("toy-mlp", "dcgan64"):
+        rows = {r["variant"]: r for r in timed if r["case"] == case}
+        assert set(rows) == variants
+        if "wgan_ext" in rows:  # fewer operator calls than torch's per-layer power method
+            assert rows["wgan_ext"]["events"] < rows["torch"]["events"]
+    assert "smoke run, not a measurement" in (tmp_path / "spectral_norm-cpu.md").read_text()

@@ -36,16 +36,17 @@ step info "$LOG" "$PY" -m wgan_ext.info --require-cuda
 export WGAN_EXT_REQUIRE_OPS=1 WGAN_EXT_EXPECT_CUDA_KERNELS=1
 step tests "$OUT/tests.log" "$PY" -m pytest python_tests -v -rs -p no:cacheprovider
 
-# compute-sanitizer over the CUDA kernel tests (the profiler test is left out: CUPTI and the sanitizer conflict).
-SAN="$OUT/sanitizer.log"
+# compute-sanitizer over the CUDA kernel tests, into the main log (the profiler test is left out: CUPTI and the
+# sanitizer conflict).
+SAN="$LOG"
 SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 for tool in memcheck racecheck synccheck; do
   step "sanitizer-$tool" "$SAN" "$SANITIZER" --tool "$tool" --error-exitcode 9 --target-processes all \
     "$PY" -m pytest python_tests -m cuda -q -p no:cacheprovider -k "not one_launch"
 done
 
-# Benchmarks on CUDA: JSON + Markdown straight into $OUT (8 files come back at most: 3 logs + 2 per benchmark).
-for bench in clip gradient_penalty; do
+# Benchmarks on CUDA: JSON + Markdown straight into $OUT (8 files come back at most: 2 logs + 2 per benchmark).
+for bench in clip gradient_penalty spectral_norm; do
   step "bench-$bench-cuda" "$LOG" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$OUT"
 done
 
