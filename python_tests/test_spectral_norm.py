@@ -86,7 +86,7 @@ def test_bfloat16_is_as_accurate_as_torch(device, kind):
     # compared with the float64 computation: ours may not be further from it than torch's (with some slack).
     need_op(device)
     theirs, ours = twin_layers(kind, device, torch.bfloat16)
-    _, truth = twin_layers(kind, device, torch.float64)
+    truth, _ = twin_layers(kind, device, torch.float64)  # torch's, in float64: independent of our kernels
     x = torch.randn(INPUTS[kind], device=device, dtype=torch.float64)
     exact = train_steps(truth, x)
     for layer in (theirs, ours):
