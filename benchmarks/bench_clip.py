@@ -28,19 +28,14 @@ import common  # noqa: E402
 
 import wgan_ext  # noqa: E402
 from wgan_ext import _ops  # noqa: E402
+from wgan_ext.models import DCGANCritic  # noqa: E402
 
 C = 0.01
 
 
-def dcgan64_critic_shapes(nc: int = 3, ndf: int = 64) -> list[tuple[int, ...]]:
-    """Parameter shapes of the DCGAN 64x64 critic (no bias in the convolutions; BatchNorm after all but the first)."""
-    shapes = [(ndf, nc, 4, 4)]
-    ch = ndf
-    for _ in range(3):
-        shapes += [(ch * 2, ch, 4, 4), (ch * 2,), (ch * 2,)]
-        ch *= 2
-    shapes.append((1, ch, 4, 4))
-    return shapes
+def dcgan64_critic_shapes() -> list[tuple[int, ...]]:
+    """Parameter shapes of the DCGAN 64x64 critic with BatchNorm (nc 3, ndf 64), as the official code clamps them."""
+    return [tuple(p.shape) for p in DCGANCritic(64).parameters()]
 
 
 def cases(quick: bool) -> dict[str, list[tuple[int, ...]]]:

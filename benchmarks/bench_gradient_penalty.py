@@ -24,23 +24,17 @@ import common  # noqa: E402
 
 import wgan_ext  # noqa: E402
 from wgan_ext import _ops  # noqa: E402
+from wgan_ext.models import DCGANCritic, MLPCritic  # noqa: E402
 
 LAMBDA = 10.0
 
 
 def toy_mlp_critic() -> nn.Module:
-    return nn.Sequential(nn.Linear(2, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                         nn.Linear(512, 1))
+    return MLPCritic(2)
 
 
-def dcgan64_critic(nc: int = 3, ndf: int = 64) -> nn.Module:
-    layers = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
-    ch = ndf
-    for _ in range(3):
-        layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
-        ch *= 2
-    layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False), nn.Flatten(0)]
-    return nn.Sequential(*layers)
+def dcgan64_critic() -> nn.Module:
+    return DCGANCritic(64, norm="none")
 
 
 def plain_penalty(critic, real, fake):
