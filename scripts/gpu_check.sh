@@ -4,6 +4,9 @@
 # results under $OUT (default ./gpu_check_out), at most 8 files, one folder deep, as the device tool brings back.
 # Uses the machine's own Python and torch (no network there): nothing is installed but wgan_ext, built in place.
 #   WGAN_EXT_COMMIT  the commit being checked (the copy on the GPU machine may have no .git)
+#   GPU_CHECK_STEPS  which parts to run, comma-separated: tests, sanitizer, bench (default: all three). The build
+#                    always runs (a no-op when the in-place build is current), so the parts can be split over calls.
+#   STEP_TIMEOUT     seconds any one step may take before it is stopped and counted as failed (default 300)
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -12,13 +15,16 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 LOG="$OUT/gpu_check.log"
 export WGAN_EXT_COMMIT="${WGAN_EXT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+STEPS=",${GPU_CHECK_STEPS:-tests,sanitizer,bench},"
+want() { [[ "$STEPS" == *",$1,"* ]]; }
 status=0
 step() {  # usage: step NAME LOGFILE CMD... ; runs CMD, appends its output to LOGFILE, records failure
   local name="$1" file="$2"; shift 2
   echo "=== $name: $*" | tee -a "$LOG"
   local t0; t0=$(date +%s)
-  "$@" >>"$file" 2>&1
+  timeout --kill-after=10 "${STEP_TIMEOUT:-300}" "$@" >>"$file" 2>&1
   local rc=$?
+  [ $rc -eq 124 ] && echo "=== $name: stopped after ${STEP_TIMEOUT:-300} s" | tee -a "$LOG"
   echo "=== $name: exit $rc in $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
   [ $rc -eq 0 ] || status=1
   return $rc
@@ -34,19 +40,19 @@ step info "$LOG" "$PY" -m wgan_ext.info --require-cuda
 
 # The whole suite (CUDA tests included: they run where a GPU is visible).
 export WGAN_EXT_REQUIRE_OPS=1 WGAN_EXT_EXPECT_CUDA_KERNELS=1
-step tests "$OUT/tests.log" "$PY" -m pytest python_tests -v -rs -p no:cacheprovider
+want tests && step tests "$OUT/tests.log" "$PY" -m pytest python_tests -v -rs -p no:cacheprovider
 
 # compute-sanitizer over the CUDA kernel tests, into the main log (the profiler test is left out: CUPTI and the
 # sanitizer conflict).
 SAN="$LOG"
 SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
-for tool in memcheck racecheck synccheck; do
+want sanitizer && for tool in memcheck racecheck synccheck; do
   step "sanitizer-$tool" "$SAN" "$SANITIZER" --tool "$tool" --error-exitcode 9 --target-processes all \
     "$PY" -m pytest python_tests -m cuda -q -p no:cacheprovider -k "not one_launch"
 done
 
 # Benchmarks on CUDA: JSON + Markdown straight into $OUT (8 files come back at most: 2 logs + 2 per benchmark).
-for bench in clip gradient_penalty spectral_norm; do
+want bench && for bench in clip gradient_penalty spectral_norm; do
   step "bench-$bench-cuda" "$LOG" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$OUT"
 done
 
