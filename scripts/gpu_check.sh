@@ -6,6 +6,8 @@
 #   WGAN_EXT_COMMIT  the commit being checked (the copy on the GPU machine may have no .git)
 #   GPU_CHECK_STEPS  which parts to run, comma-separated: tests, sanitizer, bench (default: all three). The build
 #                    always runs (a no-op when the in-place build is current), so the parts can be split over calls.
+#   PYTEST_ARGS      extra pytest arguments for the full-suite step (e.g. "-n 6" with pytest-xdist: a test that
+#                    crashes its process is then reported as failed and the rest still run)
 #   STEP_TIMEOUT     seconds any one step may take before it is stopped and counted as failed (default 300)
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,7 +42,7 @@ step info "$LOG" "$PY" -m wgan_ext.info --require-cuda
 
 # The whole suite (CUDA tests included: they run where a GPU is visible).
 export WGAN_EXT_REQUIRE_OPS=1 WGAN_EXT_EXPECT_CUDA_KERNELS=1
-want tests && step tests "$OUT/tests.log" "$PY" -m pytest python_tests -v -rs -p no:cacheprovider
+want tests && step tests "$OUT/tests.log" "$PY" -m pytest python_tests -v -rs -p no:cacheprovider ${PYTEST_ARGS:-}
 
 # compute-sanitizer over the CUDA kernel tests, into the main log (the profiler test is left out: CUPTI and the
 # sanitizer conflict).
