@@ -17,6 +17,7 @@ if wgan_ext_has_nvcc; then
 fi
 echo "[test] building and installing wgan_ext (MAX_JOBS=$MAX_JOBS)" >&2
 "$PY" -m pip install -q --no-build-isolation --no-deps --force-reinstall . >&2
+rm -f "$(dirname "$(dirname "$PY")")/.wgan_ext-installed"  # scripts/train.sh's stamp: its next run reinstalls
 echo "[test] built in $(( $(date +%s) - start )) s since start" >&2
 
 # Check the installed build from outside the checkout, so the source tree cannot shadow it.

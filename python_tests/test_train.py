@@ -1,0 +1,308 @@
+"""The trainer and its CLI: every mode on toy data and digits, exact resume, atomic checkpoints, the NaN guard,
+config errors, wgan-generate. Small models and a few iterations: this checks the machinery, not GAN quality."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from wgan_ext import checkpoint as ckpt
+from wgan_ext import config as cfgmod
+from wgan_ext.config import ConfigError, TrainConfig, resolve
+from wgan_ext.generate import main as generate_main
+from wgan_ext.train import Trainer, TrainingDiverged, build_parser, main
+
+MODES = ["clip", "gp", "sn"]
+
+
+def small(tmp_path, name="run", **kw) -> TrainConfig:
+    base = dict(dataset="8gaussians", iters=3, batch_size=16, hidden=32, n_critic=2, out=str(tmp_path / name),
+                progress=False, tensorboard=False, plots=False, n_samples=32)
+    base.update(kw)
+    return resolve(TrainConfig(**base))
+
+
+def read_metrics(run):
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+MODE_KEYS = {"clip": {"clip_saturation"}, "gp": {"gp", "grad_norm_mean", "grad_norm_std", "grad_norm_min",
+                                                  "grad_norm_max"}, "sn": {"sigma_mean", "sigma_min", "sigma_max"}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_on_toy_data(tmp_path, mode):
+    c = small(tmp_path, lipschitz=mode, plots=True, tensorboard=True)
+    t = Trainer(c)
+    last = t.train()
+    rows = read_metrics(c.out)
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert {"w_estimate", "loss_d", "loss_g", "seconds", "critic_iters"} | MODE_KEYS[mode] <= set(r)
+        assert all(k not in r for other in MODES if other != mode for k in MODE_KEYS[other])
+    assert last == rows[-1]
+    if mode == "clip":  # every critic weight within [-c, c] after the clipped update
+        assert all(p.abs().max() <= c.clip_value for p in t.critic.parameters())
+        assert 0.0 <= rows[-1]["clip_saturation"] <= 1.0
+    if mode == "sn":
+        assert rows[-1]["sigma_min"] > 0
+    # the resolved config, a weights_only-loadable checkpoint, plots, TensorBoard events
+    with open(os.path.join(c.out, "config.json")) as f:
+        assert json.load(f)["lipschitz"] == mode
+    state = torch.load(os.path.join(c.out, "checkpoints", "last.pt"), weights_only=True)
+    assert state["iteration"] == 3
+    for png in ("w_estimate.png", "losses.png", "samples.png", "samples_000003.png"):
+        with open(os.path.join(c.out, "plots", png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(c.out, "tb")))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_on_digits(tmp_path, mode):
+    c = small(tmp_path, lipschitz=mode, dataset="digits", iters=2, batch_size=8)
+    assert c.model == "mlp" and c.image_size == 8
+    t = Trainer(c)
+    t.train()
+    assert len(read_metrics(c.out)) == 2
+    assert t.sample(4).shape == (4, 1, 8, 8)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dcgan_on_upscaled_digits(tmp_path, mode):
+    c = small(tmp_path, lipschitz=mode, dataset="digits", image_size=32, iters=1, batch_size=4, ngf=8, ndf=8,
+              n_critic=1, plots=True)
+    assert c.model == "dcgan"
+    assert c.critic_norm == {"clip": "batch", "gp": "layer", "sn": "none"}[mode]
+    t = Trainer(c)
+    t.train()
+    assert t.sample(2).shape == (2, 1, 32, 32)
+    assert os.path.getsize(os.path.join(c.out, "plots", "samples.png")) > 0
+
+
+def test_defaults_per_mode():
+    gp = resolve(TrainConfig(out="x"))
+    assert (gp.dataset, gp.lipschitz, gp.optimizer, gp.lr_d, gp.lr_g, gp.beta1, gp.beta2, gp.gp_weight,
+            gp.n_critic, gp.batch_size) == ("8gaussians", "gp", "adam", 1e-4, 1e-4, 0.5, 0.9, 0.1, 5, 64)
+    assert resolve(TrainConfig(dataset="digits", out="x")).gp_weight == 10.0  # the paper's lambda for images
+    clip = resolve(TrainConfig(lipschitz="clip", dataset="digits", out="x"))
+    assert (clip.optimizer, clip.lr_d, clip.lr_g, clip.clip_value, clip.batch_size, clip.n_critic) == (
+        "rmsprop", 5e-5, 5e-5, 0.01, 64, 5)
+    sn = resolve(TrainConfig(lipschitz="sn", out="x"))
+    assert (sn.optimizer, sn.lr_d, sn.beta1, sn.beta2) == ("adam", 1e-4, 0.5, 0.9)
+
+
+def test_optimizers_follow_the_mode(tmp_path):
+    assert isinstance(Trainer(small(tmp_path, lipschitz="clip")).opt_d, torch.optim.RMSprop)
+    t = Trainer(small(tmp_path, lipschitz="gp"))
+    assert isinstance(t.opt_d, torch.optim.Adam) and t.opt_d.param_groups[0]["betas"] == (0.5, 0.9)
+
+
+def test_official_diters_schedule(tmp_path):
+    t = Trainer(small(tmp_path, lipschitz="clip", diters_schedule="official", n_critic=3))
+    assert [t.critic_iterations(i) for i in (0, 24, 25, 499, 500, 501, 1000)] == [100, 100, 3, 3, 100, 3, 100]
+    t2 = Trainer(small(tmp_path, lipschitz="clip", n_critic=3))
+    assert t2.critic_iterations(0) == 3
+
+
+def test_clip_before_order_clamps_at_the_start(tmp_path):
+    t = Trainer(small(tmp_path, lipschitz="clip", clip_order="before", lr_d=0.5, iters=1, n_critic=1))
+    t.train()
+    # with the official order the last critic update is not clamped afterwards: a large lr leaves weights outside
+    assert max(p.abs().max().item() for p in t.critic.parameters()) > t.config.clip_value
+
+
+def _states_equal(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_states_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dataset", ["8gaussians", "digits"])
+def test_resume_is_bitwise_identical(tmp_path, mode, dataset):
+    kw = dict(lipschitz=mode, dataset=dataset, iters=6, batch_size=8, checkpoint_every=3)
+    full = Trainer(small(tmp_path, "full", **kw))
+    full.train()
+    part = Trainer(small(tmp_path, "part", **{**kw, "iters": 3}))
+    part.train()
+    # a new process would do this: everything comes from the checkpoint
+    state = ckpt.load_checkpoint(part.out)
+    assert state["iteration"] == 3
+    cfg = cfgmod.from_dict({**state["config"], "iters": 6})
+    resumed = Trainer(cfg, resume_state=state)
+    torch.manual_seed(1234)  # whatever happened to the global RNG in between must not matter
+    resumed.train()
+    for key in ("generator", "critic", "opt_g", "opt_d", "data", "noise_rng"):
+        assert _states_equal(full.state_dict()[key], resumed.state_dict()[key]), key
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(full.out)]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(part.out)]
+
+
+def test_resume_through_the_cli(tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    common = ["--iters", "2", "--batch-size", "8", "--hidden", "16", "--n-critic", "1", "--out", out,
+              "--no-progress", "--no-tensorboard", "--no-plots"]
+    assert main(common) == 0
+    assert main(["--resume", out, "--iters", "4", "--no-progress"]) == 0
+    assert [r["iteration"] for r in read_metrics(out)] == [1, 2, 3, 4]
+    assert ckpt.load_checkpoint(out)["iteration"] == 4
+    # options that define the run cannot change on resume
+    assert main(["--resume", out, "--iters", "5", "--lr-d", "0.1"]) == 2
+    assert "--lr-d cannot change" in capsys.readouterr().err
+
+
+def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    c = small(tmp_path, iters=2, checkpoint_every=1)
+    t = Trainer(c)
+    t.train()
+    path = os.path.join(c.out, "checkpoints", "last.pt")
+    assert ckpt.load_checkpoint(path)["iteration"] == 2
+
+    real_save = torch.save
+
+    def crashing_save(obj, f, *a, **k):
+        real_save({"partial": torch.zeros(1000)}, f)  # some bytes hit the temporary file, then the process dies
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(ckpt.torch, "save", crashing_save)
+    t.config.iters = 3
+    with pytest.raises(OSError, match="simulated"):
+        t.train()
+    monkeypatch.undo()
+    state = ckpt.load_checkpoint(path)
+    assert state["iteration"] == 2
+    assert os.listdir(os.path.dirname(path)) == ["last.pt"]  # no temporary file left behind
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "nan")
+    real_step = Trainer.critic_step
+
+    def step(self):
+        if self.iteration == 3:  # the 4th generator iteration
+            with torch.no_grad():
+                next(self.critic.parameters()).fill_(float("nan"))
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "critic_step", step)
+    code = main(["--iters", "6", "--checkpoint-every", "2", "--batch-size", "8", "--hidden", "16", "--out", out,
+                 "--no-progress", "--no-tensorboard", "--no-plots"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "generator iteration 4" in err and "non-finite" in err
+    assert "last good checkpoint" in err and "iteration 2" in err
+    assert ckpt.load_checkpoint(out)["iteration"] == 2
+    assert [r["iteration"] for r in read_metrics(out)] == [1, 2, 3]
+
+
+def test_nan_guard_names_a_parameter(tmp_path):
+    t = Trainer(small(tmp_path))
+    with torch.no_grad():
+        t.generator.net[0].weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match=r"generator parameter\(s\) net.0.weight"):
+        t.check_finite({"iteration": 1, "w_estimate": 0.0})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr-d", "-1"], "--lr-d: got -1.0; the learning rate must be a number > 0"),
+    (["--lr-g", "0"], "--lr-g"),
+    (["--n-critic", "0"], "--n-critic: got 0; must be an integer >= 1"),
+    (["--clip-value", "0"], "--clip-value: got 0.0; the clip value c must be a number > 0"),
+    (["--clip-value", "-0.01", "--lipschitz", "clip"], "--clip-value"),
+    (["--dataset", "mnist", "--image-size", "48", "--model", "dcgan"], "--image-size: got 48; the DCGAN models"),
+    (["--dataset", "digits", "--image-size", "12"], "--image-size: got 12; digits"),
+    (["--dataset", "digits", "--image-size", "32", "--critic-norm", "batch"], "--critic-norm: 'batch' with"),
+    (["--model", "dcgan"], "--model: got 'dcgan'; toy 2-D data trains MLPs"),
+    (["--diters-schedule", "official"], "--diters-schedule official belongs to weight clipping"),
+    (["--beta2", "1.0"], "--beta2: got 1.0; must be in [0, 1)"),
+    (["--dataset", "folder"], "--data-root"),
+    (["--device", "tpu"], "--device"),
+])
+def test_config_errors_name_the_option(tmp_path, capsys, args, message):
+    assert main(args + ["--out", str(tmp_path / "x"), "--iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not os.path.exists(tmp_path / "x")  # nothing started
+
+
+def test_unknown_dataset_and_bad_numbers_are_usage_errors(capsys):
+    for args in (["--dataset", "imagenet"], ["--iters", "many"]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+def test_config_files_and_flag_precedence(tmp_path):
+    from wgan_ext.train import config_from_args
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("lipschitz: clip\nclip-value: 0.02\nn_critic: 3\ndataset: 25gaussians\n")
+    c, _ = config_from_args(["--config", str(yaml_file), "--n-critic", "4", "--out", "o"])
+    assert (c.lipschitz, c.clip_value, c.n_critic, c.dataset) == ("clip", 0.02, 4, "25gaussians")
+    toml_file = tmp_path / "run.toml"
+    toml_file.write_text('lipschitz = "sn"\nsn_power_iterations = 2\n')
+    c, _ = config_from_args(["--config", str(toml_file), "--out", "o"])
+    assert (c.lipschitz, c.sn_power_iterations) == ("sn", 2)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown option 'learning_rate'"):
+        config_from_args(["--config", str(bad)])
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('n_critic = -2\n')
+    with pytest.raises(ConfigError, match="--n-critic: got -2"):
+        config_from_args(["--config", str(wrong), "--out", "o"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        config_from_args(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for name in cfgmod.OPTIONS:
+        assert "--" + name.replace("_", "-") in text, name
+    assert "--config" in text and "--resume" in text
+
+
+def test_generate_from_toy_and_image_runs(tmp_path):
+    toy = small(tmp_path, "toy")
+    Trainer(toy).train()
+    assert generate_main([toy.out, "-n", "100", "-o", str(tmp_path / "toy.pt")]) == 0
+    x = torch.load(tmp_path / "toy.pt", weights_only=True)
+    assert x.shape == (100, 2) and torch.isfinite(x).all()
+    assert generate_main([toy.out, "-n", "50", "-o", str(tmp_path / "toy.npy")]) == 0
+    import numpy as np
+
+    assert np.load(tmp_path / "toy.npy").shape == (50, 2)
+    assert generate_main([toy.out, "-n", "50", "-o", str(tmp_path / "toy.png")]) == 0
+    assert (tmp_path / "toy.png").read_bytes()[:4] == b"\x89PNG"
+    # same seed, same samples; the generator is the trained one
+    assert generate_main([toy.out, "-n", "100", "-o", str(tmp_path / "again.pt")]) == 0
+    assert torch.equal(x, torch.load(tmp_path / "again.pt", weights_only=True))
+
+    img = small(tmp_path, "img", dataset="digits", iters=1, batch_size=8)
+    Trainer(img).train()
+    assert generate_main([os.path.join(img.out, "checkpoints", "last.pt"), "-n", "16",
+                          "-o", str(tmp_path / "grid.png")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "grid.png").size == (8 * 10 + 2, 2 * 10 + 2)  # make_grid: 8 per row, padding 2
+    assert generate_main([img.out, "-n", "3", "-o", str(tmp_path / "each") + os.sep]) == 0
+    assert sorted(os.listdir(tmp_path / "each")) == ["000000.png", "000001.png", "000002.png"]
+
+
+def test_generate_errors(tmp_path, capsys):
+    assert generate_main([str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    torch.save({"hello": 1}, junk)
+    assert generate_main([str(junk)]) == 2
+    assert "not a wgan_ext trainer checkpoint" in capsys.readouterr().err

@@ -1,0 +1,254 @@
+"""The trainer's configuration: one dataclass, per-mode defaults from the papers, validation, config files.
+
+    TrainConfig(...)                 every option; None means "the default for this mode and dataset"
+    resolve(cfg) -> TrainConfig      fills the Nones (see DEFAULTS_TEXT) and validates; raises ConfigError
+    load_config_file(path) -> dict   YAML (.yaml/.yml), TOML (.toml) or JSON (.json); keys are option names
+    ConfigError                      a bad value; the message names the option, what was given and what is allowed
+
+Per-mode defaults (all overridable):
+    clip  RMSprop, lr 5e-5 (critic and generator), clip value c = 0.01, n_critic 5 (WGAN paper, Algorithm 1)
+    gp    Adam, lr 1e-4, betas (0.5, 0.9), lambda 10 (toy data: 0.1), n_critic 5 (WGAN-GP official scripts)
+    sn    Adam, lr 1e-4, betas (0.5, 0.9), n_critic 5
+Batch 64. On toy data lambda is 0.1 as in the WGAN-GP toy script (with 10 the 2-D runs oscillate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+from .data import DATASETS, IMAGE_DATASETS, TOY_DATASETS
+
+MODES = ("clip", "gp", "sn")
+MODELS = ("mlp", "dcgan")
+CRITIC_NORMS = ("batch", "layer", "none")
+OPTIMIZERS = ("rmsprop", "adam")
+DCGAN_SIZES = (32, 64)
+
+
+class ConfigError(ValueError):
+    """An invalid option value, found before training starts."""
+
+
+def _opt(default, help: str, **extra):  # noqa: A002
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    lipschitz: str = _opt("gp", "Lipschitz constraint on the critic: clip (weight clipping, WGAN), gp (gradient "
+                                "penalty, WGAN-GP) or sn (spectral normalization)", choices=MODES)
+    dataset: str = _opt("8gaussians", "training data: toy 2-D " + ", ".join(TOY_DATASETS) + "; images "
+                        + ", ".join(IMAGE_DATASETS), choices=DATASETS)
+    iters: int = _opt(1500, "generator iterations to train (the total, also when resuming)")
+    # data
+    data_root: str | None = _opt(None, "folder of the image data (folder: required; mnist/cifar10/lsun: "
+                                       "default ./data)")
+    download: bool = _opt(False, "download MNIST / CIFAR-10 through torchvision when missing")
+    image_size: int | None = _opt(None, "image side in pixels (digits: 8 (native), 16, 32 or 64; mnist, cifar10: "
+                                        "32; folder, lsun: 64). DCGAN models make 32 or 64")
+    channels: int | None = _opt(None, "image channels for folder data: 3 (RGB) or 1 (grayscale)")
+    num_workers: int = _opt(0, "data loader worker processes for file-backed datasets")
+    batch_size: int = _opt(64, "batch size m (the WGAN paper's 64)")
+    # models
+    model: str | None = _opt(None, "mlp or dcgan (default: mlp for toy data and images not 32/64 px, dcgan "
+                                   "otherwise)", choices=MODELS)
+    nz: int | None = _opt(None, "noise dimension (default: 2 for toy data, 100 for images)")
+    hidden: int = _opt(512, "MLP hidden units")
+    depth: int | None = _opt(None, "MLP hidden layers (default: 3 for toy data, 4 for images)")
+    ngf: int = _opt(64, "DCGAN generator width")
+    ndf: int = _opt(64, "DCGAN critic width")
+    n_extra_layers: int = _opt(0, "DCGAN extra 3x3 conv layers in generator and critic")
+    g_batchnorm: bool = _opt(True, "BatchNorm in the DCGAN generator (--no-g-batchnorm: the official --noBN)")
+    critic_norm: str | None = _opt(None, "normalization in the DCGAN critic: batch, layer or none (default: batch "
+                                         "for clip as the official code, layer for gp, none for sn)",
+                                   choices=CRITIC_NORMS)
+    # optimization
+    n_critic: int = _opt(5, "critic iterations per generator iteration")
+    diters_schedule: str = _opt("constant", "clip: 'official' runs 100 critic iterations for the first 25 "
+                                            "generator iterations and every 500th (the official WGAN code)",
+                                choices=("constant", "official"))
+    optimizer: str | None = _opt(None, "rmsprop or adam (default: rmsprop for clip, adam for gp and sn)",
+                                 choices=OPTIMIZERS)
+    lr_d: float | None = _opt(None, "critic learning rate (default: 5e-5 clip, 1e-4 gp/sn)")
+    lr_g: float | None = _opt(None, "generator learning rate (default: as lr_d)")
+    beta1: float | None = _opt(None, "Adam beta1 (default 0.5)")
+    beta2: float | None = _opt(None, "Adam beta2 (default 0.9)")
+    # the constraint
+    clip_value: float = _opt(0.01, "clip: clamp every critic weight to [-c, c]")
+    clip_order: str = _opt("after", "clip: 'after' each critic update (the paper) or 'before' each critic "
+                                    "iteration (the official code)", choices=("after", "before"))
+    gp_weight: float | None = _opt(None, "gp: penalty weight lambda (default: 10 as the WGAN-GP paper; toy data "
+                                         "0.1 as its toy script: with 10 the 2-D runs oscillate)")
+    gp_one_sided: bool = _opt(False, "gp: penalize only gradient norms above 1")
+    sn_power_iterations: int = _opt(1, "sn: power iterations per critic forward")
+    # run
+    seed: int = _opt(0, "random seed (models, data, noise)")
+    device: str = _opt("auto", "auto (cuda when available), cpu or cuda[:N]")
+    out: str | None = _opt(None, "run folder (default: runs/<dataset>-<lipschitz>-<time>)")
+    checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N generator iterations (and at the end)")
+    plot_every: int = _opt(500, "write plots every N generator iterations (and at the end); 0: only at the end")
+    plots: bool = _opt(True, "write PNG plots (matplotlib)")
+    n_samples: int | None = _opt(None, "samples in the sample plot (toy: 1000; images: 64)")
+    tensorboard: bool = _opt(True, "write TensorBoard events when tensorboard is installed")
+    progress: bool = _opt(True, "show a progress bar")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# What a resumed run may change; everything else comes from the checkpoint.
+RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "progress", "tensorboard", "num_workers",
+             "data_root", "download"}
+
+
+def load_config_file(path: str) -> dict:
+    """Options from a YAML, TOML or JSON file (keys: option names, '-' or '_')."""
+    if not os.path.exists(path):
+        raise ConfigError(f"--config: file {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as e:
+                raise ConfigError("--config: YAML files need PyYAML: pip install pyyaml (or use TOML)") from e
+            with open(path) as f:
+                data = yaml.safe_load(f)
+        elif ext == ".toml":
+            import tomllib
+
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        elif ext == ".json":
+            with open(path) as f:
+                data = json.load(f)
+        else:
+            raise ConfigError(f"--config: {path!r}: use a .yaml, .yml, .toml or .json file")
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--config: cannot parse {path!r}: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path!r} must hold a mapping of option names to values")
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in OPTIONS:
+            raise ConfigError(f"--config: unknown option {key!r} in {path!r}; options: {', '.join(OPTIONS)}")
+        out[name] = value
+    return out
+
+
+def from_dict(values: dict) -> TrainConfig:
+    unknown = set(values) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}; options: {', '.join(OPTIONS)}")
+    return TrainConfig(**values)
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """A copy with every None default filled in for the mode and dataset, validated."""
+    c = dataclasses.replace(cfg)
+    _check_choices(c)
+    toy = c.dataset in TOY_DATASETS
+    if c.nz is None:
+        c.nz = 2 if toy else 100
+    if c.depth is None:
+        c.depth = 3 if toy else 4
+    if c.image_size is None and not toy:
+        c.image_size = {"digits": 8, "mnist": 32, "cifar10": 32}.get(c.dataset, 64)
+    if c.model is None:
+        c.model = "dcgan" if (not toy and c.image_size in DCGAN_SIZES) else "mlp"
+    if c.critic_norm is None:
+        c.critic_norm = {"clip": "batch", "gp": "layer", "sn": "none"}[c.lipschitz]
+    if c.optimizer is None:
+        c.optimizer = "rmsprop" if c.lipschitz == "clip" else "adam"
+    if c.lr_d is None:
+        c.lr_d = 5e-5 if c.lipschitz == "clip" else 1e-4
+    if c.lr_g is None:
+        c.lr_g = c.lr_d
+    if c.beta1 is None:
+        c.beta1 = 0.5
+    if c.beta2 is None:
+        c.beta2 = 0.9
+    if c.gp_weight is None:
+        c.gp_weight = 0.1 if toy else 10.0
+    if c.n_samples is None:
+        c.n_samples = 1000 if toy else 64
+    if c.out is None:
+        import time
+
+        c.out = os.path.join("runs", f"{c.dataset}-{c.lipschitz}-{time.strftime('%Y%m%d-%H%M%S')}")
+    validate(c)
+    return c
+
+
+def _check_choices(c: TrainConfig) -> None:
+    for name, f in OPTIONS.items():
+        choices = f.metadata.get("choices")
+        value = getattr(c, name)
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"--{_flag(name)}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def validate(c: TrainConfig) -> None:
+    """Raise ConfigError naming the first invalid option of a resolved config."""
+    _check_choices(c)
+
+    def need(ok: bool, name: str, allowed: str):
+        if not ok:
+            raise ConfigError(f"--{_flag(name)}: got {getattr(c, name)!r}; {allowed}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for name in ("iters", "batch_size", "nz", "hidden", "depth", "ngf", "ndf", "n_critic", "sn_power_iterations",
+                 "n_samples"):
+        need(is_int(getattr(c, name)) and getattr(c, name) >= 1, name, "must be an integer >= 1")
+    for name in ("n_extra_layers", "num_workers", "plot_every", "seed"):
+        need(is_int(getattr(c, name)) and getattr(c, name) >= 0, name, "must be an integer >= 0")
+    need(is_int(c.checkpoint_every) and c.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1")
+    for name in ("lr_d", "lr_g"):
+        need(is_num(getattr(c, name)) and getattr(c, name) > 0, name, "the learning rate must be a number > 0")
+    for name in ("beta1", "beta2"):
+        need(is_num(getattr(c, name)) and 0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
+    need(is_num(c.clip_value) and c.clip_value > 0, "clip_value", "the clip value c must be a number > 0")
+    need(is_num(c.gp_weight) and c.gp_weight >= 0, "gp_weight", "the penalty weight must be a number >= 0")
+    for name in ("download", "g_batchnorm", "gp_one_sided", "tensorboard", "progress", "plots"):
+        need(isinstance(getattr(c, name), bool), name, "must be true or false")
+    need(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith("cuda")), "device",
+         "use auto, cpu or cuda[:N]")
+    if c.dataset in IMAGE_DATASETS:
+        need(is_int(c.image_size) and c.image_size >= 1, "image_size", "must be an integer >= 1")
+        if c.dataset == "digits":
+            need(c.image_size in (8, 16, 32, 64), "image_size", "digits come at 8 px, upscaled to 16, 32 or 64")
+        if c.model == "dcgan":
+            need(c.image_size in DCGAN_SIZES, "image_size",
+                 f"the DCGAN models make 32 or 64 px images (use --model mlp for {c.image_size} px)")
+        if c.dataset == "folder":
+            need(c.data_root is not None, "data_root", "the folder dataset needs --data-root FOLDER")
+        if c.channels is not None:
+            need(c.channels in (1, 3), "channels", "use 1 or 3")
+    else:
+        need(c.model == "mlp", "model", "toy 2-D data trains MLPs (--model mlp)")
+    if c.lipschitz == "gp" and c.model == "dcgan" and c.critic_norm == "batch":
+        raise ConfigError("--critic-norm: 'batch' with --lipschitz gp: BatchNorm mixes the samples of a batch, so "
+                          "the penalty is no longer per sample (and double backward through it is slow); use "
+                          "--critic-norm layer (the WGAN-GP paper) or none")
+    if c.diters_schedule == "official" and c.lipschitz != "clip":
+        raise ConfigError("--diters-schedule official belongs to weight clipping (--lipschitz clip)")
