@@ -38,3 +38,14 @@ def test_snippet_runs(index):
     if "loss_g" in ns:  # the whole loop trained: every value finite
         assert torch.isfinite(ns["loss_g"]) and torch.isfinite(ns["loss_d"])
         assert all(torch.isfinite(p).all() for p in ns["G"].parameters())
+
+
+def test_the_cli_reference_lists_every_option():
+    from wgan_ext.config import OPTIONS
+
+    with open(README) as f:
+        text = f.read()
+    for name, f in OPTIONS.items():
+        flag = name.replace("_", "-")
+        row = f"| `--[no-]{flag}` |" if str(f.type) == "bool" else f"| `--{flag}` |"
+        assert row in text, f"README's option table has no row for --{flag}"
