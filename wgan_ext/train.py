@@ -211,8 +211,7 @@ class Trainer:
                                    f"({', '.join(f'{k}={m[k]}' for k in bad)})")
         for label, model in (("critic", self.critic), ("generator", self.generator)):
             named = list(model.named_parameters())
-            norms = torch._foreach_norm([p.detach() for _, p in named])
-            ok = torch.isfinite(torch.stack(norms)).tolist()
+            ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()  # one sync
             if not all(ok):
                 names = [n for (n, _), good in zip(named, ok) if not good]
                 raise TrainingDiverged(f"generator iteration {m['iteration']}: {label} parameter(s) "
