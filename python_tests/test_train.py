@@ -306,3 +306,15 @@ def test_generate_errors(tmp_path, capsys):
     torch.save({"hello": 1}, junk)
     assert generate_main([str(junk)]) == 2
     assert "not a wgan_ext trainer checkpoint" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "m"
+    r = subprocess.run([sys.executable, "-m", "wgan_ext.train", "--iters", "1", "--batch-size", "4", "--hidden", "8",
+                        "--n-critic", "1", "--out", str(out), "--no-progress", "--no-plots", "--no-tensorboard"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "checkpoint" in r.stderr and (out / "checkpoints" / "last.pt").exists()
