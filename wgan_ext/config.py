@@ -93,6 +93,9 @@ class TrainConfig:
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N generator iterations (and at the end)")
     plot_every: int = _opt(500, "write plots every N generator iterations (and at the end); 0: only at the end")
     plots: bool = _opt(True, "write PNG plots (matplotlib)")
+    eval_every: int = _opt(0, "evaluate sample quality every N generator iterations into eval.jsonl (toy data: "
+                              "exact W1 and modes; digits: Fréchet classifier distance); 0: off. wgan-eval then "
+                              "correlates it with the W estimate")
     n_samples: int | None = _opt(None, "samples in the sample plot (toy: 1000; images: 64)")
     tensorboard: bool = _opt(True, "write TensorBoard events when tensorboard is installed")
     progress: bool = _opt(True, "show a progress bar")
@@ -103,7 +106,7 @@ class TrainConfig:
 
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What a resumed run may change; everything else comes from the checkpoint.
-RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "progress", "tensorboard", "num_workers",
+RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "eval_every", "progress", "tensorboard", "num_workers",
              "data_root", "download"}
 
 
@@ -220,7 +223,7 @@ def validate(c: TrainConfig) -> None:
     for name in ("iters", "batch_size", "nz", "hidden", "depth", "ngf", "ndf", "n_critic", "sn_power_iterations",
                  "n_samples"):
         need(is_int(getattr(c, name)) and getattr(c, name) >= 1, name, "must be an integer >= 1")
-    for name in ("n_extra_layers", "num_workers", "plot_every", "seed"):
+    for name in ("n_extra_layers", "num_workers", "plot_every", "eval_every", "seed"):
         need(is_int(getattr(c, name)) and getattr(c, name) >= 0, name, "must be an integer >= 0")
     need(is_int(c.checkpoint_every) and c.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1")
     for name in ("lr_d", "lr_g"):
@@ -250,5 +253,7 @@ def validate(c: TrainConfig) -> None:
         raise ConfigError("--critic-norm: 'batch' with --lipschitz gp: BatchNorm mixes the samples of a batch, so "
                           "the penalty is no longer per sample (and double backward through it is slow); use "
                           "--critic-norm layer (the WGAN-GP paper) or none")
+    if c.eval_every and c.dataset not in TOY_DATASETS and c.dataset != "digits":
+        raise ConfigError(f"--eval-every: no offline quality metric for {c.dataset!r} (toy data and digits have one)")
     if c.diters_schedule == "official" and c.lipschitz != "clip":
         raise ConfigError("--diters-schedule official belongs to weight clipping (--lipschitz clip)")

@@ -108,6 +108,7 @@ class Trainer:
         self.iteration = 0
         self.elapsed = 0.0
         self.last_checkpoint: str | None = None
+        self._eval_noise: torch.Tensor | None = None
         if resume_state is not None:
             self._load_state(resume_state)
 
@@ -226,6 +227,7 @@ class Trainer:
             json.dump(c.to_dict(), f, indent=2)
         metrics_path = os.path.join(self.out, "metrics.jsonl")
         _truncate_metrics(metrics_path, self.iteration)
+        _truncate_metrics(os.path.join(self.out, "eval.jsonl"), self.iteration)
         writer = _tensorboard(os.path.join(self.out, "tb")) if c.tensorboard else None
         bar = _progress(c.iters, self.iteration, c.progress)
         last = None
@@ -253,6 +255,8 @@ class Trainer:
                     final = self.iteration == c.iters
                     if final or self.iteration % c.checkpoint_every == 0:
                         self.save()
+                    if c.eval_every and (final or self.iteration % c.eval_every == 0):
+                        self.evaluate()
                     if c.plots and (final or (c.plot_every and self.iteration % c.plot_every == 0)):
                         self.plot(writer)
         finally:
@@ -261,6 +265,21 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return last
+
+    def evaluate(self) -> dict:
+        """Sample quality now (fixed noise, no RNG touched), appended to out/eval.jsonl."""
+        from .eval import N_TOY, evaluate_samples
+
+        if self._eval_noise is None:
+            n = N_TOY if self.toy is not None else 1000
+            self._eval_noise = torch.randn(n, self.config.nz, generator=torch.Generator().manual_seed(
+                self.config.seed + 5))
+        m = {"iteration": self.iteration,
+             **evaluate_samples(self.sample(noise=self._eval_noise), self.config.dataset, self.config.seed)}
+        m = {k: v for k, v in m.items() if not isinstance(v, list)}
+        with open(os.path.join(self.out, "eval.jsonl"), "a") as f:
+            f.write(json.dumps(m) + "\n")
+        return m
 
     @torch.no_grad()
     def sample(self, n: int | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
