@@ -65,3 +65,17 @@ def test_spectral_norm_benchmark_quick_writes_json_and_table(tmp_path):
         if "wgan_ext" in rows:  # fewer operator calls than torch's per-layer power method
             assert rows["wgan_ext"]["events"] < rows["torch"]["events"]
     assert "smoke run, not a measurement" in (tmp_path / "spectral_norm-cpu.md").read_text()
+
+
+def test_quality_benchmark_quick_writes_json_and_table(tmp_path):
+    out = run_bench("bench_quality.py", "--quick", "--datasets", "ring", "--modes", "gp,clip", "--out", str(tmp_path),
+                    cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "quality-cpu.json").read_text())
+    assert data["settings"]["quick"] is True
+    assert {(r["mode"], r["dataset"]) for r in data["rows"]} == {("gp", "ring"), ("clip", "ring")}
+    assert all(0 <= r["modes"] <= 8 and 0 <= r["hq"] <= 1 and r["w1"] > 0 and r["w1_floor"] > 0
+               for r in data["rows"])
+    table = (tmp_path / "quality-cpu.md").read_text()
+    assert "smoke run, not a measurement" in table
+    assert "| ring | wgan_ext gp (1 seeds) |" in table and "| ring | published: PacGAN4 | 7.8 | 95.9 |" in table
