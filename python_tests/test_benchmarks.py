@@ -79,3 +79,28 @@ def test_quality_benchmark_quick_writes_json_and_table(tmp_path):
     table = (tmp_path / "quality-cpu.md").read_text()
     assert "smoke run, not a measurement" in table
     assert "| ring | wgan_ext gp (1 seeds) |" in table and "| ring | published: PacGAN4 | 7.8 | 95.9 |" in table
+
+
+def test_benchmark_command_runs_training_throughput_and_writes_results(tmp_path):
+    """`python -m benchmarks --quick`: the end-to-end loops of every mode run, each beside the torch loop, and
+    RESULTS.md is composed from the tables written."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--only", "train",
+                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=BENCH.parent)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "train-cpu.json").read_text())["rows"]
+    for case in ("toy-mlp", "dcgan64"):
+        for mode in ("clip", "gp", "sn"):
+            got = {r["variant"]: r for r in rows if r["case"] == case and r["mode"] == mode}
+            assert {"torch", "wgan_ext"} <= set(got), (case, mode, set(got))
+            assert got["torch"]["vs_torch"] == 1.0
+            assert all(r["it_per_s"] > 0 for r in got.values())
+    assert {r["variant"] for r in rows if r["case"] == "toy-mlp"} >= {"trainer"}
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "## End-to-end training throughput" in results and "| toy-mlp | gp | torch |" in results
+    assert "## Weight clipping" not in results  # only what is under --out
+
+
+def test_benchmark_command_rejects_an_unknown_benchmark(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "bogus", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=BENCH.parent)
+    assert out.returncode == 2 and "unknown benchmark(s) bogus" in out.stderr

@@ -1,0 +1,214 @@
+"""End-to-end WGAN training throughput: generator iterations per second of a whole training loop, in each mode,
+with wgan_ext's drop-ins against the pure-PyTorch loop a user would otherwise run, measured in the same run.
+
+One generator iteration = n_critic (5) critic steps, then one generator step, on batches drawn from a fixed pool
+of data already on the device (so data loading is not what is timed). Both loops build the same models from the
+same seed and use the same optimizers:
+
+  clip  torch     the official WGAN loop: RMSprop(5e-5); before each critic step
+                  ``for p in critic.parameters(): p.data.clamp_(-c, c)``
+        wgan_ext  the same loop with ``wgan_ext.clip_(critic.parameters(), c)`` (one fused pass)
+        + fused optimizer rows where wgan_ext has one (``wgan_ext.ClippedRMSprop``: the step clamps)
+  gp    torch     the standard recipe: per-sample alpha, autograd.grad(create_graph=True), ((norm - 1) ** 2).mean()
+        wgan_ext  ``wgan_ext.gradient_penalty(critic, real, fake)``
+  sn    torch     ``torch.nn.utils.parametrizations.spectral_norm`` on every Linear / Conv layer of the critic
+        wgan_ext  ``wgan_ext.apply_spectral_norm(critic)`` (one batched power iteration per forward)
+  *     trainer   ``wgan_ext.train.Trainer.iteration_step`` (the trainer, with its per-iteration metrics)
+  *     compile   the torch loop with ``torch.compile`` on generator and critic (--compile; not for gp: the
+                  penalty's double backward is not supported by torch.compile)
+
+Cases: toy-mlp (2-D data, MLP 3 x 512, batch 256 as the WGAN-GP toy script) and dcgan64 (3 x 64 x 64, DCGAN
+generator and critic with ngf = ndf = 64, batch 64; critic normalization as the trainer's defaults: batch for clip,
+layer for gp, none for sn). Variants are timed in alternating rounds (common.time_interleaved).
+
+    python benchmarks/bench_train.py [--device cpu|cuda|all] [--quick] [--compile] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import wgan_ext  # noqa: E402
+from wgan_ext.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_  # noqa: E402
+
+N_CRITIC = 5
+CLIP = 0.01
+POOL = 8  # batches in the data pool
+
+
+def case_settings(case: str, quick: bool) -> dict:
+    if case == "toy-mlp":
+        return dict(batch=32 if quick else 256, hidden=32 if quick else 512)
+    return dict(batch=4 if quick else 64, width=8 if quick else 64, size=32 if quick else 64)
+
+
+def build(case: str, mode: str, quick: bool, device: str, seed: int = 0):
+    """(generator, critic, data pool (POOL, B, ...), nz) for a case and mode."""
+    s = case_settings(case, quick)
+    torch.manual_seed(seed)
+    if case == "toy-mlp":
+        nz = 2
+        g, d = MLPGenerator(nz, (2,), hidden=s["hidden"]), MLPCritic((2,), hidden=s["hidden"])
+        pool = torch.randn(POOL, s["batch"], 2)
+    else:
+        nz = 100
+        norm = {"clip": "batch", "gp": "layer", "sn": "none"}[mode]
+        g = dcgan_init_(DCGANGenerator(s["size"], nz=nz, nc=3, ngf=s["width"]))
+        d = dcgan_init_(DCGANCritic(s["size"], nc=3, ndf=s["width"], norm=norm))
+        pool = torch.rand(POOL, s["batch"], 3, s["size"], s["size"]) * 2 - 1
+    return g.to(device), d.to(device), pool.to(device), nz
+
+
+def _torch_gp(critic, real, fake, weight=10.0):
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x = (real + alpha * (fake - real)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    norm = grad.flatten(1).norm(2, dim=1)
+    return weight * ((norm - 1) ** 2).mean()
+
+
+def _torch_sn(critic: nn.Module) -> nn.Module:
+    for name, m in list(critic.named_modules()):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            torch.nn.utils.parametrizations.spectral_norm(m)
+    return critic
+
+
+class Loop:
+    """One training loop (a variant): ``step()`` runs one generator iteration."""
+
+    def __init__(self, case: str, mode: str, variant: str, quick: bool, device: str):
+        self.g, self.d, self.pool, self.nz = build(case, mode, quick, device)
+        self.mode, self.variant, self.i = mode, variant, 0
+        self.penalty = None
+        if mode == "sn":
+            if variant == "wgan_ext":
+                wgan_ext.apply_spectral_norm(self.d)
+            else:
+                _torch_sn(self.d)
+        if variant == "compile":
+            self.g, self.d = torch.compile(self.g), torch.compile(self.d)
+        if mode == "clip":
+            self.opt_d = torch.optim.RMSprop(self.d.parameters(), lr=5e-5)
+            self.opt_g = torch.optim.RMSprop(self.g.parameters(), lr=5e-5)
+            if variant == "wgan_ext+fused-optim":
+                self.opt_d = wgan_ext.ClippedRMSprop(self.d.parameters(), lr=5e-5, clip_value=CLIP)
+        else:
+            self.opt_d = torch.optim.Adam(self.d.parameters(), lr=1e-4, betas=(0.5, 0.9))
+            self.opt_g = torch.optim.Adam(self.g.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        self.params_d = list(self.d.parameters())
+
+    def batch(self) -> torch.Tensor:
+        self.i = (self.i + 1) % POOL
+        return self.pool[self.i]
+
+    def critic_step(self) -> None:
+        if self.mode == "clip":
+            if self.variant in ("torch", "compile"):
+                for p in self.params_d:
+                    p.data.clamp_(-CLIP, CLIP)
+            elif self.variant == "wgan_ext":
+                wgan_ext.clip_(self.params_d, CLIP)
+        real = self.batch()
+        with torch.no_grad():
+            fake = self.g(torch.randn(real.shape[0], self.nz, device=real.device))
+        loss = self.d(fake).mean() - self.d(real).mean()
+        if self.mode == "gp":
+            loss = loss + (wgan_ext.gradient_penalty(self.d, real, fake) if self.variant == "wgan_ext"
+                           else _torch_gp(self.d, real, fake))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+
+    def step(self) -> None:
+        for _ in range(N_CRITIC):
+            self.critic_step()
+        for p in self.params_d:
+            p.requires_grad_(False)
+        loss = -self.d(self.g(torch.randn(self.pool.shape[1], self.nz, device=self.pool.device))).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        for p in self.params_d:
+            p.requires_grad_(True)
+
+
+def trainer_step(case: str, mode: str, quick: bool, device: str):
+    """The trainer's own iteration (metrics included) on the same models and sizes, data from its toy source or a
+    random tensor dataset."""
+    from wgan_ext.config import TrainConfig, resolve
+    from wgan_ext.train import Trainer
+
+    s = case_settings(case, quick)
+    common_kw = dict(lipschitz=mode, iters=1, device=device, progress=False, tensorboard=False, plots=False,
+                     batch_size=s["batch"], out=None)
+    if case == "toy-mlp":
+        cfg = TrainConfig(dataset="8gaussians", hidden=s["hidden"], **common_kw)
+    else:
+        return None  # image trainer runs need a dataset on disk; the toy row shows the trainer's own overhead
+    trainer = Trainer(resolve(cfg))
+    trainer.generator.train()
+    trainer.critic.train()
+    return trainer.iteration_step
+
+
+def variants_for(mode: str, compile_: bool) -> list[str]:
+    out = ["torch", "wgan_ext"]
+    if mode == "clip" and hasattr(wgan_ext, "ClippedRMSprop"):
+        out.append("wgan_ext+fused-optim")
+    if compile_ and mode != "gp":
+        out.append("compile")
+    return out
+
+
+def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False) -> None:
+    env = common.environment(device)
+    rows = []
+    for case in ("toy-mlp", "dcgan64"):
+        for mode in ("clip", "gp", "sn"):
+            fns = {v: Loop(case, mode, v, quick, device).step for v in variants_for(mode, compile_)}
+            step = trainer_step(case, mode, quick, device)
+            if step is not None:
+                fns["trainer"] = step
+            min_time = 0.5 if quick else (6.0 if case == "toy-mlp" else 20.0)
+            timed = common.time_interleaved(fns, device, min_run_time=min_time, rounds=3 if quick else 7)
+            base = timed["torch"]["median_us"]
+            for v, t in timed.items():
+                rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": 1e6 / t["median_us"],
+                             "vs_torch": base / t["median_us"]})
+    table = common.markdown_table(rows, [("case", "case", "s"), ("mode", "mode", "s"), ("variant", "variant", "s"),
+                                         ("it_per_s", "generator it/s", ".3g"), ("iqr_us", "IQR (µs/it)", ".3g"),
+                                         ("vs_torch", "× torch loop", ".2f")])
+    settings = {"quick": quick, "n_critic": N_CRITIC, "compile": compile_,
+                "cases": {c: case_settings(c, quick) for c in ("toy-mlp", "dcgan64")}}
+    common.write_results("train", device, env, settings, rows, table, out_dir)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and short timing: a smoke run")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile variants of the torch loop")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    for device in (["cpu", "cuda"] if args.device == "all" else [args.device]):
+        if device == "cuda" and not torch.cuda.is_available():
+            if args.device == "cuda":
+                print("error: --device cuda but no CUDA device is visible", file=sys.stderr)
+                return 1
+            print("note: no CUDA device visible; CUDA rows not measured (not yet run on a GPU)")
+            continue
+        run_device(device, args.quick, args.out, args.compile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
