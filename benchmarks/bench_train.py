@@ -26,7 +26,6 @@ layer for gp, none for sn). Variants are timed in alternating rounds (common.tim
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -193,21 +192,11 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False) 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and short timing: a smoke run")
-    parser.add_argument("--compile", action="store_true", help="add torch.compile variants of the torch loop")
-    parser.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "results")
-    args = parser.parse_args(argv)
-    for device in (["cpu", "cuda"] if args.device == "all" else [args.device]):
-        if device == "cuda" and not torch.cuda.is_available():
-            if args.device == "cuda":
-                print("error: --device cuda but no CUDA device is visible", file=sys.stderr)
-                return 1
-            print("note: no CUDA device visible; CUDA rows not measured (not yet run on a GPU)")
-            continue
-        run_device(device, args.quick, args.out, args.compile)
-    return 0
+    def add_arguments(parser):
+        parser.add_argument("--compile", action="store_true", help="add torch.compile variants of the torch loop")
+
+    return common.run_cli(__doc__.splitlines()[0], lambda device, quick, out, args: run_device(
+        device, quick, out, args.compile), argv, add_arguments)
 
 
 if __name__ == "__main__":

@@ -172,13 +172,16 @@ def write_results(name: str, device: str, env: dict, settings: dict, rows: list[
     return json_path, md_path
 
 
-def run_cli(description: str, run_device, argv=None) -> int:
+def run_cli(description: str, run_device, argv=None, add_arguments=None) -> int:
     """The benchmark scripts' command line: --device cpu|cuda|all, --quick, --out; calls
-    run_device(device, quick, out_dir) for each device that is there."""
+    run_device(device, quick, out_dir) for each device that is there. With ``add_arguments(parser)`` a script
+    adds its own options, and run_device gets the parsed arguments as a fourth argument."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and short timing: a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args(argv)
     for device in (["cpu", "cuda"] if args.device == "all" else [args.device]):
         if device == "cuda" and not torch.cuda.is_available():
@@ -187,5 +190,5 @@ def run_cli(description: str, run_device, argv=None) -> int:
                 return 1
             print("note: no CUDA device visible; CUDA rows not measured (not yet run on a GPU)")
             continue
-        run_device(device, args.quick, args.out)
+        run_device(device, args.quick, args.out, *([args] if add_arguments is not None else []))
     return 0
