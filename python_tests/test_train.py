@@ -123,6 +123,30 @@ def _states_equal(a, b):
     return a == b
 
 
+def test_linear_lr_decay_follows_the_iteration_and_resumes_exactly(tmp_path):
+    kw = dict(lipschitz="gp", iters=4, lr_decay="linear", lr_d=2e-4, lr_g=1e-4)
+    full = Trainer(small(tmp_path, "full", **kw))
+    full.train()
+    # the last step ran at iteration 3 of 4: both optimizers at a quarter of their configured rate
+    assert full.opt_d.param_groups[0]["lr"] == pytest.approx(0.25 * 2e-4)
+    assert full.opt_g.param_groups[0]["lr"] == pytest.approx(0.25 * 1e-4)
+    # interrupted after 2 iterations of the same run (same --iters), then resumed in a fresh trainer
+    part = Trainer(small(tmp_path, "part", **kw))
+    for _ in range(2):
+        part.iteration_step()
+        part.iteration += 1
+    part.save()
+    state = ckpt.load_checkpoint(part.out)
+    resumed = Trainer(cfgmod.from_dict(state["config"]), resume_state=state)
+    resumed.train()
+    for key in ("generator", "critic", "opt_g", "opt_d"):
+        assert _states_equal(full.state_dict()[key], resumed.state_dict()[key]), key
+    # without decay the rate stays as configured
+    const = Trainer(small(tmp_path, "const", lipschitz="gp", iters=2, lr_d=2e-4))
+    const.train()
+    assert const.opt_d.param_groups[0]["lr"] == 2e-4
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dataset", ["8gaussians", "digits"])
 def test_resume_is_bitwise_identical(tmp_path, mode, dataset):

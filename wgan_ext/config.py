@@ -78,6 +78,8 @@ class TrainConfig:
     lr_g: float | None = _opt(None, "generator learning rate (default: as lr_d)")
     beta1: float | None = _opt(None, "Adam beta1 (default 0.5)")
     beta2: float | None = _opt(None, "Adam beta2 (default 0.9)")
+    lr_decay: str = _opt("none", "learning-rate schedule of both optimizers: none, or linear (to 0 at --iters, as "
+                                 "the official WGAN-GP CIFAR-10 script)", choices=("none", "linear"))
     # the constraint
     clip_value: float = _opt(0.01, "clip: clamp every critic weight to [-c, c]")
     clip_order: str = _opt("after", "clip: 'after' each critic update (the paper) or 'before' each critic "

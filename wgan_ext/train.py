@@ -186,8 +186,19 @@ class Trainer:
                 p.requires_grad_(True)
         return loss.detach()
 
+    def set_learning_rates(self) -> None:
+        """The configured lr of both optimizers, scaled for the current iteration by --lr-decay (a function of the
+        iteration alone, so a resumed run continues the same schedule)."""
+        c = self.config
+        scale = max(0.0, 1.0 - self.iteration / c.iters) if c.lr_decay == "linear" else 1.0
+        for opt, lr in ((self.opt_d, c.lr_d), (self.opt_g, c.lr_g)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+
     def iteration_step(self) -> dict:
         """One generator iteration: n_critic critic steps, then one generator step. Returns its metrics."""
+        if self.config.lr_decay != "none":
+            self.set_learning_rates()
         d_iters = self.critic_iterations(self.iteration)
         for _ in range(d_iters):
             last = self.critic_step()
