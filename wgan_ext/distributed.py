@@ -177,9 +177,13 @@ def setup(config: TrainConfig, device: torch.device) -> Distributed:
     return ctx
 
 
-def shutdown() -> None:
-    """Destroy the process group if setup() created it."""
+def shutdown(wait: bool = False) -> None:
+    """Destroy the process group if setup() created it; `wait`: after a barrier (a run that ended normally on
+    every rank). Without it a rank that finished first tears its connections down while rank 0 still writes the
+    last checkpoint, and gloo may abort that process ("terminate called without an active exception")."""
     global _OWNED
     if _OWNED and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
     _OWNED = False

@@ -512,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
                 who = "wgan-train" if rank in ("", "0") else f"wgan-train (rank {rank})"
                 print(f"{who}: error: {e}", file=sys.stderr)
             return 2
-        return _run(trainer, cfg, state, ctx)
+        code = _run(trainer, cfg, state, ctx)
+        distributed.shutdown(wait=code in (0, 1))  # finished or diverged: every rank got here
+        return code
     finally:
         distributed.shutdown()
 
