@@ -155,11 +155,16 @@ def test_the_readme_command_runs(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- no processes needed
-def test_batch_shares_make_up_the_global_batch():
-    for source in (toy_distribution("8gaussians"), image_data("digits", image_size=8)):
+def test_batch_shares_make_up_the_global_batch(tmp_path):
+    from test_data import _write_pngs
+
+    _write_pngs(tmp_path / "imgs", 29, size=(8, 8))
+    folder = image_data("folder", root=str(tmp_path / "imgs"), image_size=8)  # read through a DataLoader
+    for source, steps in ((toy_distribution("8gaussians"), 20), (image_data("digits", image_size=8), 200),
+                          (folder, 7)):
         whole = Batches(source, 12, seed=3)
         parts = [Batches(source, 12, seed=3, rank=r, world_size=3) for r in range(3)]
-        for _ in range(200):  # image data: several epochs
+        for _ in range(steps):  # image data: several epochs (the last incomplete batch dropped)
             want = whole.next()
             got = torch.cat([p.next() for p in parts])
             assert torch.equal(got, want)
