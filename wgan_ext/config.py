@@ -27,6 +27,7 @@ MODELS = ("mlp", "dcgan")
 CRITIC_NORMS = ("batch", "layer", "none")
 OPTIMIZERS = ("rmsprop", "adam")
 DCGAN_SIZES = (32, 64)
+DIST_BACKENDS = ("auto", "gloo", "nccl")
 
 
 class ConfigError(ValueError):
@@ -53,7 +54,8 @@ class TrainConfig:
                                         "32; folder, lsun: 64). DCGAN models make 32 or 64")
     channels: int | None = _opt(None, "image channels for folder data: 3 (RGB) or 1 (grayscale)")
     num_workers: int = _opt(0, "data loader worker processes for file-backed datasets")
-    batch_size: int = _opt(64, "batch size m (the WGAN paper's 64)")
+    batch_size: int = _opt(64, "batch size m (the WGAN paper's 64); under torchrun the global batch, split "
+                               "equally over the processes (must be divisible by their number)")
     # models
     model: str | None = _opt(None, "mlp or dcgan (default: mlp for toy data and images not 32/64 px, dcgan "
                                    "otherwise)", choices=MODELS)
@@ -90,7 +92,10 @@ class TrainConfig:
     sn_power_iterations: int = _opt(1, "sn: power iterations per critic forward")
     # run
     seed: int = _opt(0, "random seed (models, data, noise)")
-    device: str = _opt("auto", "auto (cuda when available), cpu or cuda[:N]")
+    device: str = _opt("auto", "auto (cuda when available), cpu or cuda[:N]; under torchrun auto and cuda mean "
+                               "cuda:LOCAL_RANK")
+    dist_backend: str = _opt("auto", "torchrun only: torch.distributed backend, auto (nccl on CUDA, gloo on CPU), "
+                                     "gloo or nccl", choices=DIST_BACKENDS)
     out: str | None = _opt(None, "run folder (default: runs/<dataset>-<lipschitz>-<time>)")
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N generator iterations (and at the end)")
     plot_every: int = _opt(500, "write plots every N generator iterations (and at the end); 0: only at the end")
@@ -109,7 +114,7 @@ class TrainConfig:
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What a resumed run may change; everything else comes from the checkpoint.
 RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "eval_every", "progress", "tensorboard", "num_workers",
-             "data_root", "download"}
+             "data_root", "download", "dist_backend"}
 
 
 def load_config_file(path: str) -> dict:

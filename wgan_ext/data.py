@@ -316,10 +316,15 @@ class Batches:
     Toy data: samples from a CPU generator seeded with ``seed``. Images: epoch e visits the images in the order
     ``torch.randperm(N, generator=torch.Generator().manual_seed(seed + e))``, in consecutive batches, dropping the
     last incomplete one. File-backed datasets are read through a DataLoader (``num_workers`` processes).
+
+    Data-parallel runs: ``batch_size`` is the global batch and ``rank``/``world_size`` pick this process's share, the
+    contiguous slice ``[rank * b, (rank + 1) * b)`` with ``b = batch_size // world_size`` of the batch a single
+    process would get. The stream advances by the global batch, so the state is the same on every rank and means the
+    same under any world size. Images: only the local share is read.
     """
 
     def __init__(self, source: ToyDistribution | ImageData, batch_size: int, seed: int, device="cpu",
-                 num_workers: int = 0):
+                 num_workers: int = 0, rank: int = 0, world_size: int = 1):
         if not isinstance(source, (ToyDistribution, ImageData)):
             raise TypeError(f"source must be a ToyDistribution or ImageData, got {type(source).__name__}")
         if not _is_int(seed):
@@ -333,8 +338,15 @@ class Batches:
                                  f"({source.name}), got {batch_size!r}")
         elif not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not _is_int(world_size) or world_size < 1 or not _is_int(rank) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an integer in [0, world_size), got rank={rank!r}, world_size={world_size!r}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by world_size {world_size}")
         self.source = source
         self.batch_size = int(batch_size)
+        self.world_size = int(world_size)
+        local = self.batch_size // self.world_size
+        self._share = slice(rank * local, (rank + 1) * local)   # this rank's part of each global batch
         self.seed = int(seed)
         self.device = torch.device(device)
         self.num_workers = int(num_workers)
@@ -356,7 +368,10 @@ class Batches:
     def next(self) -> torch.Tensor:
         """The next batch: (batch_size, *shape) float32 on ``device``."""
         if self.toy:
-            return self.source.sample(self.batch_size, self.generator).to(self.device)
+            batch = self.source.sample(self.batch_size, self.generator)
+            if self.world_size > 1:
+                batch = batch[self._share]
+            return batch.to(self.device)
         if self.position + self.batch_size > self.n:     # epoch exhausted (drop_last): start the next one
             self.epoch += 1
             self.position = 0
@@ -364,10 +379,14 @@ class Batches:
             self._iter = None
         perm = self._permutation()
         if self.source.tensor is not None:
-            batch = self.source.tensor[perm[self.position:self.position + self.batch_size]]
+            batch = self.source.tensor[perm[self.position:self.position + self.batch_size][self._share]]
         else:
             if self._iter is None:
-                self._iter = iter(self._loader(perm[self.position:]))
+                rest = perm[self.position:]
+                if self.world_size > 1:  # this rank's share of each remaining full batch
+                    full = rest.numel() // self.batch_size * self.batch_size
+                    rest = rest[:full].view(-1, self.batch_size)[:, self._share].reshape(-1)
+                self._iter = iter(self._loader(rest))
             batch = next(self._iter)
             if isinstance(batch, (list, tuple)):          # (images, labels)
                 batch = batch[0]
@@ -376,7 +395,8 @@ class Batches:
 
     def _loader(self, indices: torch.Tensor) -> DataLoader:
         # an explicit generator keeps DataLoader from drawing its worker base seed from the global RNG
-        return DataLoader(Subset(self.source.dataset, indices.tolist()), batch_size=self.batch_size, shuffle=False,
+        return DataLoader(Subset(self.source.dataset, indices.tolist()), batch_size=self.batch_size // self.world_size,
+                          shuffle=False,
                           num_workers=self.num_workers, drop_last=True, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.seed + self.epoch))
 

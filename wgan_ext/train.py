@@ -6,6 +6,8 @@
     wgan-train --config run.yaml          options from a YAML/TOML/JSON file; flags override it
     wgan-train --resume RUN_DIR           continue a run from its last checkpoint (bitwise on the CPU)
     python -m wgan_ext.train ...          the same
+    torchrun --nproc_per_node N -m wgan_ext.train ...   data-parallel over N processes (see distributed.py: the
+                                          batch is global, gradients are averaged, rank 0 alone writes the run folder)
 
 In Python: ``Trainer(resolve(TrainConfig(...))).train()``. The trainer only uses the public drop-ins that users
 put into their own loops: ``Clipper`` (clip), ``gradient_penalty`` (gp), ``apply_spectral_norm`` (sn).
@@ -17,6 +19,7 @@ estimate curve, losses, samples), checkpoints/last.pt (atomic), tb/ (TensorBoard
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,13 +32,18 @@ import torch
 from torch import nn
 
 from . import config as cfgmod
+from . import distributed
 from .checkpoint import FORMAT, LAST, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .clip import Clipper
 from .config import ConfigError, TrainConfig, resolve
 from .data import TOY_DATASETS, Batches, DataError, image_data, toy_distribution
+from .distributed import Distributed
 from .gradient_penalty import gradient_penalty
 from .models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_
 from .spectral_norm import apply_spectral_norm
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,11 +51,21 @@ class TrainingDiverged(RuntimeError):
 
 
 def pick_device(name: str) -> torch.device:
+    """The training device; under torchrun with several processes, auto and cuda mean cuda:LOCAL_RANK."""
+    _, world, local_rank = distributed.launch_info()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device: {name!r} asked for, but torch sees no CUDA device (use auto or cpu)")
+    if device.type == "cuda" and world > 1:
+        if device.index is not None:
+            raise ConfigError(f"--device: {name!r}: under torchrun each process takes cuda:LOCAL_RANK; use --device "
+                              f"cuda or auto (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} CUDA device(s): "
+                              f"start at most that many processes per node")
+        device = torch.device("cuda", local_rank)
     return device
 
 
@@ -85,6 +103,10 @@ class Trainer:
     def __init__(self, config: TrainConfig, resume_state: dict | None = None):
         self.config = c = config
         self.device = pick_device(c.device)
+        # data-parallel: this process's rank and share of each global batch (everything below is the same on every
+        # rank: seeds, models, data and noise streams; see distributed.py)
+        self.dist = Distributed.current()
+        self.share = self.dist.shard(c.batch_size)
         self.out = c.out
         torch.manual_seed(c.seed)
         source, self.shape, self.toy = build_data(c)
@@ -100,7 +122,8 @@ class Trainer:
             self.clipper = Clipper(self.critic, c=c.clip_value, track_saturation=True)
             if c.clip_order == "after":
                 self.clipper.attach(self.opt_d)
-        self.batches = Batches(source, c.batch_size, seed=c.seed, device=self.device, num_workers=c.num_workers)
+        self.batches = Batches(source, c.batch_size, seed=c.seed, device=self.device, num_workers=c.num_workers,
+                               rank=self.dist.rank, world_size=self.dist.world_size)
         # noise and the penalty's alpha: their own generator on the training device, saved in checkpoints
         self.noise_rng = torch.Generator(self.device).manual_seed(c.seed + 1)
         fixed = torch.Generator().manual_seed(c.seed + 2)
@@ -111,6 +134,9 @@ class Trainer:
         self._eval_noise: torch.Tensor | None = None
         if resume_state is not None:
             self._load_state(resume_state)
+        # every replica starts from rank 0's parameters and buffers (SN's u, v included)
+        for model in (self.generator, self.critic):
+            self.dist.broadcast_state(model)
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -150,24 +176,34 @@ class Trainer:
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.nz, generator=self.noise_rng, device=self.device)
 
+    def _local(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's share of a global batch drawn identically on every rank (all of it in one process)."""
+        return x[self.share] if self.dist.enabled else x
+
     def critic_step(self) -> dict:
         c = self.config
         if self.clipper is not None and c.clip_order == "before":
             self.clipper()
-        real = self.batches.next()
+        real = self.batches.next()  # this rank's share of the global batch
         with torch.no_grad():
-            fake = self.generator(self._noise(real.shape[0]))
+            fake = self.generator(self._local(self._noise(c.batch_size)))
+        # means over the local share; the averaged gradient is that of the global mean (equal shares)
         w = self.critic(real).mean() - self.critic(fake).mean()
         loss = -w
         out = {}
         if c.lipschitz == "gp":
+            # the global batch's alphas, drawn as the single process draws them inside gradient_penalty; the
+            # penalty's inner autograd.grad is local and plain (no DDP hooks), only the averaged .grad is shared
+            alpha = (self._local(torch.rand(c.batch_size, generator=self.noise_rng, device=self.noise_rng.device))
+                     if self.dist.enabled else None)
             penalty, norms = gradient_penalty(self.critic, real, fake, weight=c.gp_weight, one_sided=c.gp_one_sided,
-                                              generator=self.noise_rng, return_norms=True)
+                                              alpha=alpha, generator=self.noise_rng, return_norms=True)
             loss = loss + penalty
             out["gp"] = penalty.detach()
             out["grad_norms"] = norms
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
+        self.dist.average_gradients(self.critic.parameters())
         self.opt_d.step()  # the Clipper clamps here in the paper's order
         out["w_estimate"] = w.detach()
         out["loss_d"] = loss.detach()
@@ -177,9 +213,10 @@ class Trainer:
         for p in self.critic.parameters():
             p.requires_grad_(False)
         try:
-            loss = -self.critic(self.generator(self._noise(self.config.batch_size))).mean()
+            loss = -self.critic(self.generator(self._local(self._noise(self.config.batch_size)))).mean()
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
+            self.dist.average_gradients(self.generator.parameters())
             self.opt_g.step()
         finally:
             for p in self.critic.parameters():
@@ -203,6 +240,15 @@ class Trainer:
         for _ in range(d_iters):
             last = self.critic_step()
         loss_g = self.generator_step()
+        if self.dist.enabled:
+            # logged values are those of the global batch: means over the ranks (equal shares), all the norms
+            keys = ["w_estimate", "loss_d"] + (["gp"] if "gp" in last else [])
+            means = self.dist.mean(torch.stack([last[k].float() for k in keys] + [loss_g.float()]))
+            last = {**last, **dict(zip(keys, means[:-1])), **(
+                {"grad_norms": self.dist.gather(last["grad_norms"])} if "grad_norms" in last else {})}
+            loss_g = means[-1]
+            for model in (self.generator, self.critic):  # BatchNorm running stats: rank 0's everywhere
+                self.dist.broadcast_state(model, buffers_of=_BATCHNORMS)
         m = {"iteration": self.iteration + 1, "w_estimate": last["w_estimate"].item(),
              "loss_d": last["loss_d"].item(), "loss_g": loss_g.item(), "critic_iters": d_iters}
         if "grad_norms" in last:
@@ -217,35 +263,49 @@ class Trainer:
         return m
 
     def check_finite(self, m: dict) -> None:
+        """Raise TrainingDiverged when a metric or parameter is non-finite, on every rank when on any (no hang)."""
+        problem = self._non_finite(m)
+        if self.dist.any(problem is not None, self.device):
+            raise TrainingDiverged(problem or f"generator iteration {m['iteration']}: another process's values "
+                                              f"became non-finite")
+
+    def _non_finite(self, m: dict) -> str | None:
         bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
-            raise TrainingDiverged(f"generator iteration {m['iteration']}: {', '.join(bad)} became non-finite "
-                                   f"({', '.join(f'{k}={m[k]}' for k in bad)})")
+            return (f"generator iteration {m['iteration']}: {', '.join(bad)} became non-finite "
+                    f"({', '.join(f'{k}={m[k]}' for k in bad)})")
         for label, model in (("critic", self.critic), ("generator", self.generator)):
             named = list(model.named_parameters())
             ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()  # one sync
             if not all(ok):
                 names = [n for (n, _), good in zip(named, ok) if not good]
-                raise TrainingDiverged(f"generator iteration {m['iteration']}: {label} parameter(s) "
-                                       f"{', '.join(names[:5])} became non-finite")
+                return (f"generator iteration {m['iteration']}: {label} parameter(s) {', '.join(names[:5])} became "
+                        f"non-finite")
+        return None
 
     # ----------------------------------------------------------------------------------------------- run
     def train(self) -> dict | None:
-        """Train to config.iters generator iterations. Returns the last metrics (None if nothing to do)."""
+        """Train to config.iters generator iterations. Returns the last metrics (None if nothing to do).
+
+        In a data-parallel run every rank trains; rank 0 alone writes the run folder (config, metrics, TensorBoard,
+        checkpoints, evaluations, plots) and shows the progress bar."""
         c = self.config
-        os.makedirs(self.out, exist_ok=True)
-        with open(os.path.join(self.out, "config.json"), "w") as f:
-            json.dump(c.to_dict(), f, indent=2)
+        writes = self.dist.is_main
         metrics_path = os.path.join(self.out, "metrics.jsonl")
-        _truncate_metrics(metrics_path, self.iteration)
-        _truncate_metrics(os.path.join(self.out, "eval.jsonl"), self.iteration)
-        writer = _tensorboard(os.path.join(self.out, "tb")) if c.tensorboard else None
-        bar = _progress(c.iters, self.iteration, c.progress)
+        writer = bar = None
+        if writes:
+            os.makedirs(self.out, exist_ok=True)
+            with open(os.path.join(self.out, "config.json"), "w") as f:
+                json.dump(c.to_dict(), f, indent=2)
+            _truncate_metrics(metrics_path, self.iteration)
+            _truncate_metrics(os.path.join(self.out, "eval.jsonl"), self.iteration)
+            writer = _tensorboard(os.path.join(self.out, "tb")) if c.tensorboard else None
+            bar = _progress(c.iters, self.iteration, c.progress)
         last = None
         self.generator.train()
         self.critic.train()
         try:
-            with open(metrics_path, "a") as log:
+            with open(metrics_path, "a") if writes else contextlib.nullcontext() as log:
                 while self.iteration < c.iters:
                     t0 = time.perf_counter()
                     m = self.iteration_step()
@@ -253,6 +313,9 @@ class Trainer:
                     self.iteration += 1
                     self.elapsed += time.perf_counter() - t0
                     m["seconds"] = round(self.elapsed, 4)
+                    last = m
+                    if not writes:
+                        continue
                     log.write(json.dumps(m) + "\n")
                     log.flush()
                     if writer is not None:
@@ -262,7 +325,6 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(W=f"{m['w_estimate']:.4f}", refresh=False)
-                    last = m
                     final = self.iteration == c.iters
                     if final or self.iteration % c.checkpoint_every == 0:
                         self.save()
@@ -447,34 +509,51 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict |
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI. Under torchrun (WORLD_SIZE > 1) it joins the process group first and leaves it at the end; every
+    process trains, rank 0 alone prints and writes."""
     try:
-        cfg, state = config_from_args(argv)
-        trainer = Trainer(cfg, resume_state=state)
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"wgan-train: error: {e}", file=sys.stderr)
-        return 2
+        try:
+            cfg, state = config_from_args(argv)
+            ctx = distributed.setup(cfg, pick_device(cfg.device))
+            trainer = Trainer(cfg, resume_state=state)
+        except (ConfigError, DataError, CheckpointError) as e:
+            # a config error is the same on every rank: rank 0 says it; file and data errors may be one node's
+            rank = os.environ.get("RANK", "0")
+            if rank in ("", "0") or not isinstance(e, ConfigError):
+                who = "wgan-train" if rank in ("", "0") else f"wgan-train (rank {rank})"
+                print(f"{who}: error: {e}", file=sys.stderr)
+            return 2
+        code = _run(trainer, cfg, state, ctx)
+        distributed.shutdown(wait=code in (0, 1))  # finished or diverged: every rank got here
+        return code
+    finally:
+        distributed.shutdown()
+
+
+def _run(trainer: Trainer, cfg: TrainConfig, state: dict | None, ctx: Distributed) -> int:
+    say = (lambda msg: print(msg, file=sys.stderr)) if ctx.is_main else (lambda msg: None)
     where = os.path.abspath(cfg.out)
     start = trainer.iteration
-    print(f"wgan-train: {cfg.lipschitz} on {cfg.dataset}, {cfg.model} models, device {trainer.device}, "
-          f"{cfg.iters} generator iterations" + (f" (resuming at {start})" if state else "") + f"; run folder {where}",
-          file=sys.stderr)
+    procs = f", {ctx.world_size} processes (global batch {cfg.batch_size})" if ctx.enabled else ""
+    say(f"wgan-train: {cfg.lipschitz} on {cfg.dataset}, {cfg.model} models, device {trainer.device}{procs}, "
+        f"{cfg.iters} generator iterations" + (f" (resuming at {start})" if state else "") + f"; run folder {where}")
     try:
         last = trainer.train()
     except TrainingDiverged as e:
         kept = (f"the last good checkpoint is {trainer.last_checkpoint} (iteration "
                 f"{load_checkpoint(trainer.last_checkpoint)['iteration']})" if trainer.last_checkpoint
                 else "no checkpoint was written before it")
-        print(f"wgan-train: training stopped: {e}; {kept}. Try a lower learning rate.", file=sys.stderr)
+        say(f"wgan-train: training stopped: {e}; {kept}. Try a lower learning rate.")
         return 1
     except KeyboardInterrupt:
-        print(f"wgan-train: interrupted; resume with: wgan-train --resume {where}", file=sys.stderr)
+        say(f"wgan-train: interrupted; resume with: wgan-train --resume {where}")
         return 130
     summary = f"W estimate {last['w_estimate']:.4f}, " if last else ""
-    print(f"wgan-train: done: {summary}{trainer.elapsed:.0f} s of training.\n"
-          f"  metrics      {os.path.join(where, 'metrics.jsonl')}\n"
-          f"  plots        {os.path.join(where, 'plots')}  (samples.png, w_estimate.png, losses.png)\n"
-          f"  checkpoint   {os.path.join(where, LAST)}\n"
-          f"  tensorboard  tensorboard --logdir {os.path.join(where, 'tb')}", file=sys.stderr)
+    say(f"wgan-train: done: {summary}{trainer.elapsed:.0f} s of training.\n"
+        f"  metrics      {os.path.join(where, 'metrics.jsonl')}\n"
+        f"  plots        {os.path.join(where, 'plots')}  (samples.png, w_estimate.png, losses.png)\n"
+        f"  checkpoint   {os.path.join(where, LAST)}\n"
+        f"  tensorboard  tensorboard --logdir {os.path.join(where, 'tb')}")
     return 0
 
 
