@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -117,18 +121,26 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="clip,gp,sn")
     p.add_argument("--datasets", default="ring,grid,digits")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs in parallel, each in its own process with (CPU threads / jobs) torch threads")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     seeds = 1 if args.quick else args.seeds
-    rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for ds in args.datasets.split(","):
-            iters = 4 if args.quick else (args.digits_iters if ds == "digits" else args.iters)
-            for mode in args.modes.split(","):
-                for seed in range(seeds):
-                    rows.append(run_one(mode, ds, seed, iters, args.quick, args.device, folder))
+        runs = [(mode, ds, seed, 4 if args.quick else (args.digits_iters if ds == "digits" else args.iters),
+                 args.quick, args.device, folder)
+                for ds in args.datasets.split(",") for mode in args.modes.split(",") for seed in range(seeds)]
+        if args.jobs == 1:
+            rows = [run_one(*run) for run in runs]
+        else:
+            threads = max(1, torch.get_num_threads() // args.jobs)
+            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+                rows = list(pool.map(run_one, *zip(*runs)))  # results in the order of `runs`
     env = environment(args.device)
-    settings = {"quick": args.quick, "seeds": seeds, "iters": args.iters, "digits_iters": args.digits_iters,
+    settings = {"quick": args.quick, "seeds": seeds, "jobs": args.jobs, "iters": args.iters, "digits_iters": args.digits_iters,
                 "modes": args.modes, "datasets": args.datasets}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"quality-{args.device}.json").write_text(json.dumps({"env": env, "settings": settings,

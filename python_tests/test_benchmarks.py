@@ -68,11 +68,11 @@ def test_spectral_norm_benchmark_quick_writes_json_and_table(tmp_path):
 
 
 def test_quality_benchmark_quick_writes_json_and_table(tmp_path):
-    out = run_bench("bench_quality.py", "--quick", "--datasets", "ring", "--modes", "gp,clip", "--out", str(tmp_path),
-                    cwd=tmp_path)
+    out = run_bench("bench_quality.py", "--quick", "--datasets", "ring", "--modes", "gp,clip", "--jobs", "2",
+                    "--out", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "quality-cpu.json").read_text())
-    assert data["settings"]["quick"] is True
+    assert data["settings"]["quick"] is True and data["settings"]["jobs"] == 2
     assert {(r["mode"], r["dataset"]) for r in data["rows"]} == {("gp", "ring"), ("clip", "ring")}
     assert all(0 <= r["modes"] <= 8 and 0 <= r["hq"] <= 1 and r["w1"] > 0 and r["w1_floor"] > 0
                for r in data["rows"])
