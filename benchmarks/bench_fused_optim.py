@@ -3,6 +3,7 @@
 Cases (float32 parameters of a critic, fixed random gradients, c = 0.01):
   dcgan64-critic  the DCGAN 64x64 critic with BatchNorm (nc 3, ndf 64): 11 tensors, 2.77 M elements
   toy-mlp         the toy critic 2 -> 512 -> 512 -> 512 -> 1: 8 tensors, 0.53 M elements
+  tiny-mlp        2 -> 16 -> 1: 4 tensors, 65 elements (all overhead: the Python side of each optimizer)
 Variants, one optimizer step + the clamp of every parameter (each variant steps its own copy of the parameters):
   loop                 torch.optim.RMSprop(foreach=False).step(); for p in params: p.data.clamp_(-c, c)
                        (the official WGAN code)
@@ -42,7 +43,8 @@ BETAS = (0.5, 0.9)
 
 def cases() -> dict[str, list[tuple[int, ...]]]:
     return {"dcgan64-critic": [tuple(p.shape) for p in DCGANCritic(64).parameters()],
-            "toy-mlp": [tuple(p.shape) for p in MLPCritic(2).parameters()]}
+            "toy-mlp": [tuple(p.shape) for p in MLPCritic(2).parameters()],
+            "tiny-mlp": [tuple(p.shape) for p in MLPCritic(2, hidden=16, depth=1).parameters()]}
 
 
 def make_params(shapes, device) -> list[torch.nn.Parameter]:

@@ -74,7 +74,7 @@ def test_fused_optim_benchmark_quick_writes_json_and_table(tmp_path):
     assert data["env"]["torch"] == torch.__version__ and data["env"]["commit"]
     assert data["settings"]["quick"] is True and data["settings"]["cpu_threads"] >= 1
     timed = [r for r in data["rows"] if "median_us" in r]
-    for case in ("dcgan64-critic", "toy-mlp"):
+    for case in ("dcgan64-critic", "toy-mlp", "tiny-mlp"):
         for kind, op in (("rmsprop", "rmsprop_clip_step_"), ("adam", "adam_clip_step_")):
             variants = ({"loop", "foreach+foreach"} | ({"foreach+clip_"} if fused_available("clip_", "cpu") else set())
                         | ({"fused"} if fused_available(op, "cpu") else set()))
