@@ -577,3 +577,18 @@ def test_cuda_one_launch_for_a_dcgan_critic(cls):
         torch.cuda.synchronize()
     kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert len([k for k in kernels if "multi_tensor_kernel_n" in k]) == 1, kernels
+
+
+def test_lr_scheduler_changes_the_step():
+    impl = impl_for("cpu")
+    ours_p, theirs_p = [nn.Parameter(torch.zeros(4))], [nn.Parameter(torch.zeros(4))]
+    ours = wgan_ext.ClippedRMSprop(ours_p, lr=1e-3, clip_value=None, impl=impl)
+    theirs = torch.optim.RMSprop(theirs_p, lr=1e-3, foreach=False)
+    scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.1) for o in (ours, theirs)]
+    for step in range(3):
+        for params, opt, sched in ((ours_p, ours, scheds[0]), (theirs_p, theirs, scheds[1])):
+            params[0].grad = torch.ones(4)
+            opt.step()
+            sched.step()
+    assert ours.param_groups[0]["lr"] == pytest.approx(1e-6)
+    torch.testing.assert_close(ours_p[0], theirs_p[0], rtol=1e-6, atol=0)
