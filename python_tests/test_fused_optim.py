@@ -592,3 +592,18 @@ def test_lr_scheduler_changes_the_step():
             sched.step()
     assert ours.param_groups[0]["lr"] == pytest.approx(1e-6)
     torch.testing.assert_close(ours_p[0], theirs_p[0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grads_whose_strides_differ_only_along_size_one_dims(device):
+    # Autograd may hand a (1, C, H, W) parameter (a DCGAN critic's last conv) a gradient whose stride along the
+    # size-1 dimension differs from the parameter's; both are contiguous, and the fused step takes them.
+    impl = impl_for(device)
+    p = nn.Parameter(torch.randn(1, 8, 2, device=device) * 0.02)
+    twin = clone_params([p])
+    grad = torch.randn(8, 1, 2, device=device).transpose(0, 1)  # shape (1, 8, 2), strides (2, 2, 1)
+    assert grad.is_contiguous() and grad.stride() != p.stride()
+    p.grad, twin[0].grad = grad, grad.clone()
+    wgan_ext.ClippedRMSprop([p], lr=1e-3, impl=impl).step()
+    torch_clip_step(torch.optim.RMSprop(twin, lr=1e-3, foreach=False), twin, 0.01)
+    torch.testing.assert_close(p, twin[0], **tolerances(torch.float32))

@@ -12,6 +12,18 @@ bool is_supported_optim_dtype(c10::ScalarType t) {
 
 namespace {
 
+// Element i of both tensors sits at offset i from their data pointers: both dense and non-overlapping, with the same
+// strides along every dimension longer than 1 (a stride along a size-1 dimension is never used, and autograd's
+// gradients may differ from the parameter there: AccumulateGrad's layout contract ignores those dimensions).
+bool same_dense_layout(const at::Tensor& a, const at::Tensor& b) {
+  if (a.numel() <= 1) return true;
+  if (!a.is_non_overlapping_and_dense() || !b.is_non_overlapping_and_dense()) return false;
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
 void check_companion(const char* op, const at::Tensor& p, const at::Tensor& t, size_t i, const char* name) {
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " ", i, " is undefined");
   TORCH_CHECK_VALUE(t.device() == p.device(), op, ": ", name, " ", i, " is on ", t.device(), " but its parameter is on ",
@@ -22,7 +34,7 @@ void check_companion(const char* op, const at::Tensor& p, const at::Tensor& t, s
                    " but its parameter has dtype ", p.scalar_type());
   TORCH_CHECK_VALUE(t.sizes() == p.sizes(), op, ": ", name, " ", i, " has shape ", t.sizes(),
                     " but its parameter has shape ", p.sizes());
-  TORCH_CHECK_VALUE(p.numel() <= 1 || (t.is_non_overlapping_and_dense() && t.strides() == p.strides()), op, ": ",
+  TORCH_CHECK_VALUE(same_dense_layout(p, t), op, ": ",
                     name, " ", i, " has strides ", t.strides(), " but its parameter has strides ", p.strides(),
                     "; the fused step needs the same dense layout for both (the optimizers send such tensors to the "
                     "pure-torch reference)");

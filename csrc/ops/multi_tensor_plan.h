@@ -94,8 +94,11 @@ struct TensorListMetaN {
   int32_t block_chunk[kMaxBlocks];
 };
 // A few hundred bytes are left for the functor's own arguments (hyperparameters).
-static_assert(sizeof(TensorListMetaN<4>) <= 3600, "kernel arguments must stay under the 4 KB limit");
-static_assert(sizeof(TensorListMetaN<5>) <= 3600, "kernel arguments must stay under the 4 KB limit");
+// (Depth 1, as TensorListMeta, leaves ~300 bytes: fine for clip_'s two pointers, not for hyperparameters.)
+static_assert(sizeof(TensorListMetaN<1>) <= 4000, "kernel arguments must stay under the 4 KB limit");
+static_assert(sizeof(TensorListMetaN<2>) <= 3600 && sizeof(TensorListMetaN<3>) <= 3600 &&
+                  sizeof(TensorListMetaN<4>) <= 3600 && sizeof(TensorListMetaN<5>) <= 3600,
+              "kernel arguments must stay under the 4 KB limit");
 
 template <int Depth>
 struct ItemN {
