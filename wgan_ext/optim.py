@@ -32,14 +32,13 @@ def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _check_real(value, name: str, *, low: float = 0.0, high: float | None = None, high_open: bool = False,
-                what: str = "") -> float:
+def _check_real(value, name: str, *, low: float = 0.0, high: float | None = None, high_open: bool = False) -> float:
     """`value` as a finite float in [low, high] (or [low, high)), else a ValueError/TypeError naming the option."""
     value = _real(value, name)
     too_high = high is not None and (value >= high if high_open else value > high)
     if value < low or too_high:
         bound = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
-        raise ValueError(f"{name} must be >= {low}{bound}{what}, got {value}")
+        raise ValueError(f"{name} must be >= {low}{bound}, got {value}")
     return value
 
 
@@ -62,6 +61,7 @@ class _ClippedOptimizer(torch.optim.Optimizer):
 
     _op: str = ""
     _state_names: tuple[str, ...] = ()  # per-parameter state tensors besides "step", in the op's order
+    _uses_step = False  # whether the op takes the step count (Adam's bias corrections)
     _own_keys = ("clip_value",)  # param-group keys torch's optimizers do not have (kept across load_state_dict)
 
     def __init__(self, params, defaults: dict, impl: str | None):
@@ -134,9 +134,8 @@ class _ClippedOptimizer(torch.optim.Optimizer):
             if not members:
                 continue
             torch._foreach_add_(steps, 1)
-            track_step = self._op == "adam_clip_step_"
             for (p, grad, tensors), step_t in zip(members, steps):
-                step = int(step_t.item()) if track_step else 0
+                step = int(step_t.item()) if self._uses_step else 0
                 if p.is_contiguous() and grad.is_contiguous() and all(t.is_contiguous() for t in tensors):
                     lists = buckets.get((p.device, p.dtype, step))
                     if lists is None:
@@ -234,6 +233,7 @@ class ClippedAdam(_ClippedOptimizer):
 
     _op = "adam_clip_step_"
     _state_names = ("exp_avg", "exp_avg_sq")
+    _uses_step = True
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, clip_value: float | None = 0.01, *,
