@@ -159,7 +159,8 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
     table = common.markdown_table(rows, columns)
     env = common.environment(device)
     settings = {"c": C, "lr": LR, "adam_betas": list(BETAS), "dtype": "float32", "quick": quick,
-                "min_run_time_s": min_run_time, "cpu_threads": torch.get_num_threads(), "timing": "common.time_interleaved (alternating rounds)",
+                "min_run_time_s": min_run_time, "cpu_threads": torch.get_num_threads(),
+                "timing": "common.time_interleaved (alternating rounds)",
                 "vs_foreach_note": "× foreach = foreach+foreach median / variant median (RMSprop/Adam foreach=True + "
                                    "torch._foreach_clamp_min_/max_)"}
     _, md_path = common.write_results("fused_optim", device, env, settings, rows, table, out_dir)

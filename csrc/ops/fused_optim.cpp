@@ -26,8 +26,8 @@ bool same_dense_layout(const at::Tensor& a, const at::Tensor& b) {
 
 void check_companion(const char* op, const at::Tensor& p, const at::Tensor& t, size_t i, const char* name) {
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " ", i, " is undefined");
-  TORCH_CHECK_VALUE(t.device() == p.device(), op, ": ", name, " ", i, " is on ", t.device(), " but its parameter is on ",
-                    p.device());
+  TORCH_CHECK_VALUE(t.device() == p.device(), op, ": ", name, " ", i, " is on ", t.device(),
+                    " but its parameter is on ", p.device());
   TORCH_CHECK_VALUE(t.layout() == at::kStrided, op, ": ", name, " ", i, " has layout ", t.layout(),
                     "; only dense (strided) tensors are supported (sparse gradients are not)");
   TORCH_CHECK_TYPE(t.scalar_type() == p.scalar_type(), op, ": ", name, " ", i, " has dtype ", t.scalar_type(),
@@ -56,8 +56,8 @@ void check_optim_tensors(const char* op, at::TensorList params, at::TensorList g
                     " per parameter, got ", n, " params, ", grads.size(), " grads, ", state1.size(), " ",
                     state1_name);
   const bool with_state2 = state2_required || !state2.empty();
-  TORCH_CHECK_VALUE(!with_state2 || state2.size() == n, op, ": expected one ", state2_name, " per parameter, got ", n, " params and ",
-                    state2.size(), " ", state2_name);
+  TORCH_CHECK_VALUE(!with_state2 || state2.size() == n, op, ": expected one ", state2_name, " per parameter, got ",
+                    n, " params and ", state2.size(), " ", state2_name);
   if (n == 0) return;
   const c10::Device device = params[0].device();
   TORCH_CHECK_VALUE(device.type() == expected_device, op, ": expected tensors on ",
