@@ -67,6 +67,23 @@ def test_spectral_norm_benchmark_quick_writes_json_and_table(tmp_path):
     assert "smoke run, not a measurement" in (tmp_path / "spectral_norm-cpu.md").read_text()
 
 
+def test_fused_optim_benchmark_quick_writes_json_and_table(tmp_path):
+    out = run_bench("bench_fused_optim.py", "--device", "cpu", "--quick", "--out", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "fused_optim-cpu.json").read_text())
+    assert data["env"]["torch"] == torch.__version__ and data["env"]["commit"]
+    assert data["settings"]["quick"] is True and data["settings"]["cpu_threads"] >= 1
+    timed = [r for r in data["rows"] if "median_us" in r]
+    for case in ("dcgan64-critic", "toy-mlp", "tiny-mlp"):
+        for kind, op in (("rmsprop", "rmsprop_clip_step_"), ("adam", "adam_clip_step_")):
+            variants = ({"loop", "foreach+foreach"} | ({"foreach+clip_"} if fused_available("clip_", "cpu") else set())
+                        | ({"fused"} if fused_available(op, "cpu") else set()))
+            assert {r["variant"] for r in timed if r["case"] == case and r["optimizer"] == kind} == variants
+    assert all(r["median_us"] > 0 and r["vs_loop"] > 0 and r["vs_foreach"] > 0 for r in timed)
+    table = (tmp_path / "fused_optim-cpu.md").read_text()
+    assert "smoke run, not a measurement" in table and "| dcgan64-critic | rmsprop | loop |" in table
+
+
 def test_quality_benchmark_quick_writes_json_and_table(tmp_path):
     out = run_bench("bench_quality.py", "--quick", "--datasets", "ring", "--modes", "gp,clip", "--jobs", "2",
                     "--out", str(tmp_path), cwd=tmp_path)

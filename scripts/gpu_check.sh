@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine (see README, "Checking the CUDA kernels on a GPU"): build in place, run the CUDA tests, run
-# compute-sanitizer (memcheck, racecheck, synccheck) over the kernel tests, run the benchmarks. Writes its logs and
+# compute-sanitizer (memcheck, racecheck, synccheck) over the kernel tests (every test marked `cuda`: the fused
+# optimizer kernels' tests in test_fused_optim*.py included), run the benchmarks (bench_fused_optim.py included). Writes its logs and
 # results under $OUT (default ./gpu_check_out), at most 8 files, one folder deep, as the device tool brings back.
 # Uses the machine's own Python and torch (no network there): nothing is installed but wgan_ext, built in place.
 #   WGAN_EXT_COMMIT  the commit being checked (the copy on the GPU machine may have no .git)
@@ -81,10 +82,18 @@ fi
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for f in "$OUT"/.san-*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; rm -f "$f"; } >>"$LOG"; done
 
-# Benchmarks on CUDA: JSON + Markdown straight into $OUT (8 files come back at most: 2 logs + 2 per benchmark).
-want bench && for bench in clip gradient_penalty spectral_norm; do
-  step "bench-$bench-cuda" "$LOG" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$OUT"
-done
+# Benchmarks on CUDA. At most 8 files come back: 2 logs, each benchmark's JSON, and its Markdown tables joined into
+# one bench-cuda.md (four benchmarks at 2 files each would be 10).
+if want bench; then
+  BENCH_TMP="$OUT/.bench"
+  mkdir -p "$BENCH_TMP"
+  for bench in clip gradient_penalty spectral_norm fused_optim; do
+    step "bench-$bench-cuda" "$LOG" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
+  done
+  for f in "$BENCH_TMP"/*.json; do [ -f "$f" ] && mv "$f" "$OUT/"; done
+  for f in "$BENCH_TMP"/*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done >"$OUT/bench-cuda.md"
+  rm -rf "$BENCH_TMP"
+fi
 
 echo "gpu_check: $([ $status -eq 0 ] && echo all steps passed || echo SOME STEPS FAILED) (commit $WGAN_EXT_COMMIT)" | tee -a "$LOG"
 ls -la "$OUT" >>"$LOG"

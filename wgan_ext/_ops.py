@@ -20,7 +20,7 @@ ENV_IMPL = "WGAN_EXT_IMPL"
 
 # Compiled ops and the device types they may have kernels for.
 OP_NAMES = ("clip_", "clip_count_", "interpolate", "gradient_norm_penalty", "_gradient_norm_penalty_backward",
-            "spectral_norm_power_iteration_")
+            "spectral_norm_power_iteration_", "rmsprop_clip_step_", "adam_clip_step_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOAD_ERROR: BaseException | None = None
@@ -114,6 +114,16 @@ if has_ops():
 
     @torch.library.register_fake("wgan_ext::spectral_norm_power_iteration_")
     def _power_iteration_fake(weights, us, vs, n_power_iterations, eps):
+        return None
+
+    @torch.library.register_fake("wgan_ext::rmsprop_clip_step_")
+    def _rmsprop_clip_step_fake(params, grads, square_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
+                                clip_value):
+        return None
+
+    @torch.library.register_fake("wgan_ext::adam_clip_step_")
+    def _adam_clip_step_fake(params, grads, exp_avgs, exp_avg_sqs, lr, beta1, beta2, eps, weight_decay, step,
+                             clip_value):
         return None
 
     def _acc_dtype(dtype):

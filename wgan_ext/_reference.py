@@ -61,3 +61,61 @@ def spectral_norm_power_iteration_(weights: list[torch.Tensor], us: list[torch.T
             for _ in range(n_power_iterations):
                 u.copy_(torch.nn.functional.normalize(torch.mv(W, v), dim=0, eps=eps))
                 v.copy_(torch.nn.functional.normalize(torch.mv(W.H, u), dim=0, eps=eps))
+
+
+def _opmath(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 computed in float32, as the kernels do (a no-op view for float32/float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def rmsprop_clip_step_(params: list[torch.Tensor], grads: list[torch.Tensor], square_avgs: list[torch.Tensor],
+                       momentum_buffers: list[torch.Tensor], lr: float, alpha: float, eps: float,
+                       weight_decay: float, momentum: float, clip_value: float | None) -> None:
+    """torch.ops.wgan_ext.rmsprop_clip_step_: torch.optim.RMSprop's single-tensor step (centered=False), then
+    clamp_(-clip_value, clip_value). Float16/bfloat16 are computed in float32 and rounded once, as the kernels do."""
+    with torch.no_grad():
+        for i, (param, grad, square_avg) in enumerate(zip(params, grads, square_avgs)):
+            p, g, sq = _opmath(param), _opmath(grad), _opmath(square_avg)
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            sq.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+            avg = sq.sqrt().add_(eps)
+            if momentum > 0:
+                buf = _opmath(momentum_buffers[i])
+                buf.mul_(momentum).addcdiv_(g, avg)
+                p.add_(buf, alpha=-lr)
+                if buf is not momentum_buffers[i]:
+                    momentum_buffers[i].copy_(buf)
+            else:
+                p.addcdiv_(g, avg, value=-lr)
+            if clip_value is not None:
+                p.clamp_(-clip_value, clip_value)
+            if p is not param:
+                param.copy_(p)
+                square_avg.copy_(sq)
+
+
+def adam_clip_step_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                    exp_avg_sqs: list[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float,
+                    weight_decay: float, step: int, clip_value: float | None) -> None:
+    """torch.ops.wgan_ext.adam_clip_step_: torch.optim.Adam's single-tensor step (amsgrad=False, L2 weight decay)
+    with the bias corrections of step count `step` (after this step's increment), then the clamp."""
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    step_size = lr / bias_correction1
+    bias_correction2_sqrt = bias_correction2 ** 0.5
+    with torch.no_grad():
+        for param, grad, exp_avg, exp_avg_sq in zip(params, grads, exp_avgs, exp_avg_sqs):
+            p, g, m, v = _opmath(param), _opmath(grad), _opmath(exp_avg), _opmath(exp_avg_sq)
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+            p.addcdiv_(m, denom, value=-step_size)
+            if clip_value is not None:
+                p.clamp_(-clip_value, clip_value)
+            if p is not param:
+                param.copy_(p)
+                exp_avg.copy_(m)
+                exp_avg_sq.copy_(v)

@@ -36,5 +36,29 @@ void multi_tensor_apply(const std::vector<Item>& items, Functor f, Args... args)
   });
 }
 
+// Depth lists in step (csrc/ops/multi_tensor_plan.h, plan_n): the functor receives (the Depth data pointers of the
+// slot's tensors, the chunk's first element, the number of elements in the chunk, the tensor's index).
+template <int Depth, typename Functor, typename... Args>
+__global__ void __launch_bounds__(kBlockSize) multi_tensor_kernel_n(TensorListMetaN<Depth> meta, Functor f,
+                                                                   Args... args) {
+  const int slot = meta.block_slot[blockIdx.x];
+  const int64_t start = static_cast<int64_t>(meta.block_chunk[blockIdx.x]) * kChunkSize;
+  const int64_t remaining = meta.numel[slot] - start;
+  const int n = static_cast<int>(remaining < kChunkSize ? remaining : kChunkSize);
+  void* data[Depth];
+#pragma unroll
+  for (int d = 0; d < Depth; ++d) data[d] = meta.data[d][slot];
+  f(data, start, n, meta.index[slot], args...);
+}
+
+template <int Depth, typename Functor, typename... Args>
+void multi_tensor_apply_n(const std::vector<ItemN<Depth>>& items, Functor f, Args... args) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  plan_n<Depth>(items, [&](const TensorListMetaN<Depth>& meta, int blocks) {
+    multi_tensor_kernel_n<Depth><<<blocks, kBlockSize, 0, stream>>>(meta, f, args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 }  // namespace mta
 }  // namespace wgan_ext

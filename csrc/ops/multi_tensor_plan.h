@@ -71,3 +71,80 @@ void plan(const std::vector<Item>& items, Launch&& launch) {
 
 }  // namespace mta
 }  // namespace wgan_ext
+
+namespace wgan_ext {
+namespace mta {
+
+// The same plan for ops that walk several lists in step (an optimizer reads param, grad and state tensors of the
+// same size together): slot s holds Depth pointers, one per list. Fewer slots fit the 4 KB of kernel arguments as
+// Depth grows (ATen's depth_to_max_tensors: 110, 64, 48, 36, 30).
+template <int Depth>
+struct DepthLimits {
+  static_assert(Depth >= 1 && Depth <= 5, "depth 1 to 5");
+  static constexpr int kMaxTensors = Depth == 1 ? 110 : Depth == 2 ? 64 : Depth == 3 ? 48 : Depth == 4 ? 36 : 30;
+};
+
+template <int Depth>
+struct TensorListMetaN {
+  static constexpr int kMaxTensors = DepthLimits<Depth>::kMaxTensors;
+  void* data[Depth][kMaxTensors];
+  int64_t numel[kMaxTensors];
+  int32_t index[kMaxTensors];
+  unsigned char block_slot[kMaxBlocks];
+  int32_t block_chunk[kMaxBlocks];
+};
+// A few hundred bytes are left for the functor's own arguments (hyperparameters).
+// (Depth 1, as TensorListMeta, leaves ~300 bytes: fine for clip_'s two pointers, not for hyperparameters.)
+static_assert(sizeof(TensorListMetaN<1>) <= 4000, "kernel arguments must stay under the 4 KB limit");
+static_assert(sizeof(TensorListMetaN<2>) <= 3600 && sizeof(TensorListMetaN<3>) <= 3600 &&
+                  sizeof(TensorListMetaN<4>) <= 3600 && sizeof(TensorListMetaN<5>) <= 3600,
+              "kernel arguments must stay under the 4 KB limit");
+
+template <int Depth>
+struct ItemN {
+  void* data[Depth];
+  int64_t numel;
+  int32_t index;
+};
+
+// As plan() above, for items of Depth pointers each.
+template <int Depth, typename Launch>
+void plan_n(const std::vector<ItemN<Depth>>& items, Launch&& launch) {
+  constexpr int kSlots = TensorListMetaN<Depth>::kMaxTensors;
+  TensorListMetaN<Depth> meta;
+  int slots = 0;
+  int blocks = 0;
+  auto set_slot = [&](int slot, void* const* data, int64_t numel, int32_t index) {
+    for (int d = 0; d < Depth; ++d) meta.data[d][slot] = data[d];
+    meta.numel[slot] = numel;
+    meta.index[slot] = index;
+  };
+  for (const ItemN<Depth>& item : items) {
+    if (item.numel == 0) continue;
+    if (slots == kSlots) {
+      if (blocks > 0) launch(meta, blocks);
+      slots = 0;
+      blocks = 0;
+    }
+    int slot = slots++;
+    set_slot(slot, item.data, item.numel, item.index);
+    const int64_t chunks = (item.numel + kChunkSize - 1) / kChunkSize;
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (blocks == kMaxBlocks) {
+        launch(meta, blocks);
+        // The tensor in hand continues in the next launch, in slot 0.
+        set_slot(0, item.data, item.numel, item.index);
+        slot = 0;
+        slots = 1;
+        blocks = 0;
+      }
+      meta.block_slot[blocks] = static_cast<unsigned char>(slot);
+      meta.block_chunk[blocks] = static_cast<int32_t>(c);
+      ++blocks;
+    }
+  }
+  if (blocks > 0) launch(meta, blocks);
+}
+
+}  // namespace mta
+}  // namespace wgan_ext

@@ -57,6 +57,46 @@ at::Tensor multi_tensor_plan(c10::IntArrayRef numels) {
   return out;
 }
 
+template <int Depth>
+std::vector<int64_t> plan_rows_depth(c10::IntArrayRef numels) {
+  std::vector<mta::ItemN<Depth>> items;
+  for (size_t i = 0; i < numels.size(); ++i) {
+    mta::ItemN<Depth> item{};
+    item.numel = numels[i];
+    item.index = static_cast<int32_t>(i);
+    items.push_back(item);
+  }
+  std::vector<int64_t> rows;
+  int64_t launch = 0;
+  mta::plan_n<Depth>(items, [&](const mta::TensorListMetaN<Depth>& meta, int blocks) {
+    for (int b = 0; b < blocks; ++b) {
+      const int slot = meta.block_slot[b];
+      rows.insert(rows.end(), {launch, slot, meta.index[slot], meta.block_chunk[b], meta.numel[slot]});
+    }
+    ++launch;
+  });
+  return rows;
+}
+
+at::Tensor multi_tensor_plan_depth(c10::IntArrayRef numels, int64_t depth) {
+  for (size_t i = 0; i < numels.size(); ++i) {
+    TORCH_CHECK_VALUE(numels[i] >= 0, "wgan_ext::_multi_tensor_plan_depth: numel must be >= 0, got ", numels[i]);
+  }
+  std::vector<int64_t> rows;
+  switch (depth) {
+    case 1: rows = plan_rows_depth<1>(numels); break;
+    case 2: rows = plan_rows_depth<2>(numels); break;
+    case 3: rows = plan_rows_depth<3>(numels); break;
+    case 4: rows = plan_rows_depth<4>(numels); break;
+    case 5: rows = plan_rows_depth<5>(numels); break;
+    default: TORCH_CHECK_VALUE(false, "wgan_ext::_multi_tensor_plan_depth: depth must be 1 to 5, got ", depth);
+  }
+  const int64_t n = static_cast<int64_t>(rows.size()) / 5;
+  at::Tensor out = at::empty({n, 5}, at::TensorOptions().dtype(at::kLong));
+  std::copy(rows.begin(), rows.end(), out.data_ptr<int64_t>());
+  return out;
+}
+
 // ADInplaceOrView kernel shared by every op that writes its inputs: runs the op below this key, then bumps the version
 // counter of every argument the schema marks as written (Tensor(a!) / Tensor(a!)[]), as ATen's in-place ops do. So
 // autograd notices when a tensor it saved for backward was clamped in place, instead of computing a wrong gradient.
@@ -101,16 +141,30 @@ TORCH_LIBRARY(wgan_ext, m) {
   // v <- normalize(W^T u) with F.normalize's eps, updating us[i] and vs[i] in place.
   m.def("spectral_norm_power_iteration_(Tensor[] weights, Tensor(a!)[] us, Tensor(b!)[] vs, int n_power_iterations, "
         "float eps) -> ()");
+  // One step of torch.optim.RMSprop (centered=False, maximize=False) on every parameter, in place, then the clamp of
+  // each parameter to [-clip_value, clip_value] (None: no clamp), in one pass. momentum_buffers: one per parameter
+  // when momentum > 0, else []. Float16/bfloat16 computed in float32.
+  m.def("rmsprop_clip_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, "
+        "Tensor(c!)[] momentum_buffers, float lr, float alpha, float eps, float weight_decay, float momentum, "
+        "float? clip_value) -> ()");
+  // One step of torch.optim.Adam (amsgrad=False, L2 weight decay) with the bias corrections of step count `step`
+  // (1 on the first step), then the clamp, in one pass.
+  m.def("adam_clip_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "float lr, float beta1, float beta2, float eps, float weight_decay, int step, float? clip_value) -> ()");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str", &build_info);
   // (launch, slot, tensor index, chunk, numel) per block of the CUDA multi-tensor launcher's plan; for tests.
   m.def("_multi_tensor_plan(int[] numels) -> Tensor", &multi_tensor_plan);
+  // The same for the launcher of ops that walk `depth` lists in step (1 to 5; the fused optimizers use 3 and 4).
+  m.def("_multi_tensor_plan_depth(int[] numels, int depth) -> Tensor", &multi_tensor_plan_depth);
 }
 
 TORCH_LIBRARY_IMPL(wgan_ext, ADInplaceOrView, m) {
   m.impl("clip_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
   m.impl("clip_count_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
   m.impl("spectral_norm_power_iteration_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
+  m.impl("rmsprop_clip_step_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
+  m.impl("adam_clip_step_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
 }
 
 }  // namespace wgan_ext

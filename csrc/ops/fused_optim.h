@@ -1,0 +1,53 @@
+// Host-side pieces of wgan_ext::rmsprop_clip_step_ / adam_clip_step_ shared by the CPU and the CUDA kernel: argument
+// checks and the hyperparameters in the compute type.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <optional>
+
+#include "fused_optim_math.h"
+
+namespace wgan_ext {
+
+// The dtypes the fused steps accept (float16/bfloat16 computed in float32, float64 in float64).
+bool is_supported_optim_dtype(c10::ScalarType t);
+
+// Checks what the kernels rely on: equal list lengths (`state2` may be empty unless `state2_required`), every tensor
+// defined, strided, on `expected_device` (one device for all), of a supported dtype, and grad and state tensors of
+// the same dtype, shape and strides as their parameter, all non-overlapping and dense, so that the kernels walk the
+// element i of each as the same flat index. The Python optimizers pass anything else to the pure-torch reference.
+void check_optim_tensors(const char* op, at::TensorList params, at::TensorList grads, at::TensorList state1,
+                         const char* state1_name, at::TensorList state2, const char* state2_name,
+                         bool state2_required, c10::DeviceType expected_device);
+
+void check_rmsprop_args(at::TensorList params, at::TensorList momentum_buffers, double lr, double alpha, double eps,
+                        double weight_decay, double momentum, std::optional<double> clip_value);
+
+void check_adam_args(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                     std::optional<double> clip_value);
+
+template <typename T>
+optim_math::Clamp<T> make_clamp(std::optional<double> clip_value) {
+  const double c = clip_value.has_value() ? *clip_value : 0.0;
+  return optim_math::Clamp<T>{clip_value.has_value(), static_cast<T>(-c), static_cast<T>(c)};
+}
+
+// Scalars are rounded to T from the doubles that torch's Python code computes (1 - alpha, -lr, ...), as torch's
+// tensor ops round their Python-float arguments.
+template <typename T>
+optim_math::RMSpropHyper<T> make_rmsprop_hyper(double lr, double alpha, double eps, double weight_decay,
+                                                double momentum, std::optional<double> clip_value) {
+  return optim_math::RMSpropHyper<T>{static_cast<T>(-lr),        static_cast<T>(alpha),
+                                     static_cast<T>(1.0 - alpha), static_cast<T>(eps),
+                                     static_cast<T>(weight_decay), weight_decay != 0.0,
+                                     static_cast<T>(momentum),    make_clamp<T>(clip_value)};
+}
+
+// step: the step count after this step's increment (1 on the first step), for the bias corrections.
+template <typename T>
+optim_math::AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, double eps, double weight_decay,
+                                          int64_t step, std::optional<double> clip_value);
+
+}  // namespace wgan_ext
