@@ -106,6 +106,36 @@ def test_official_diters_schedule(tmp_path):
     assert t2.critic_iterations(0) == 3
 
 
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_fused_optimizer_matches_optimizer_plus_clipper(tmp_path, optimizer):
+    kw = dict(lipschitz="clip", optimizer=optimizer, iters=3, lr_d=5e-3)
+    plain = Trainer(small(tmp_path, "plain", **kw))
+    plain.train()
+    fused = Trainer(small(tmp_path, "fused", fused_optimizer=True, **kw))
+    fused.train()
+    assert type(fused.opt_d).__name__ == {"rmsprop": "ClippedRMSprop", "adam": "ClippedAdam"}[optimizer]
+    assert fused.clipper is None
+    for a, b in zip(plain.critic.parameters(), fused.critic.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(plain.generator.parameters(), fused.generator.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(p.abs().max() <= fused.config.clip_value for p in fused.critic.parameters())
+    sat = [r["clip_saturation"] for r in read_metrics(fused.out)]
+    assert sat == pytest.approx([r["clip_saturation"] for r in read_metrics(plain.out)], abs=1e-3)
+    assert sat[-1] > 0  # lr 5e-3 against c 0.01: weights reach the bounds
+    # its checkpoint is that of torch's optimizer: it resumes, and loads into torch.optim
+    state = ckpt.load_checkpoint(fused.out)
+    torch_cls = torch.optim.RMSprop if optimizer == "rmsprop" else torch.optim.Adam
+    torch_cls(plain.critic.parameters()).load_state_dict(state["opt_d"])
+
+
+def test_fused_optimizer_needs_clip_after(tmp_path):
+    with pytest.raises(ConfigError, match="--fused-optimizer"):
+        small(tmp_path, lipschitz="gp", fused_optimizer=True)
+    with pytest.raises(ConfigError, match="--clip-order after"):
+        small(tmp_path, lipschitz="clip", clip_order="before", fused_optimizer=True)
+
+
 def test_clip_before_order_clamps_at_the_start(tmp_path):
     t = Trainer(small(tmp_path, lipschitz="clip", clip_order="before", lr_d=0.5, iters=1, n_critic=1))
     t.train()

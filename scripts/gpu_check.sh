@@ -83,11 +83,11 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for f in "$OUT"/.san-*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; rm -f "$f"; } >>"$LOG"; done
 
 # Benchmarks on CUDA. At most 8 files come back: 2 logs, each benchmark's JSON, and its Markdown tables joined into
-# one bench-cuda.md (four benchmarks at 2 files each would be 10).
+# one bench-cuda.md (five benchmarks at 2 files each would be 12).
 if want bench; then
   BENCH_TMP="$OUT/.bench"
   mkdir -p "$BENCH_TMP"
-  for bench in clip gradient_penalty spectral_norm fused_optim; do
+  for bench in clip gradient_penalty spectral_norm fused_optim train; do
     step "bench-$bench-cuda" "$LOG" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
   done
   for f in "$BENCH_TMP"/*.json; do [ -f "$f" ] && mv "$f" "$OUT/"; done

@@ -84,6 +84,9 @@ class TrainConfig:
                                  "the official WGAN-GP CIFAR-10 script)", choices=("none", "linear"))
     # the constraint
     clip_value: float = _opt(0.01, "clip: clamp every critic weight to [-c, c]")
+    fused_optimizer: bool = _opt(False, "clip (order after): the critic's optimizer step and the clamp in one "
+                                        "fused pass (wgan_ext.ClippedRMSprop / ClippedAdam) instead of the optimizer "
+                                        "and a Clipper; equal to float rounding")
     clip_order: str = _opt("after", "clip: 'after' each critic update (the paper) or 'before' each critic "
                                     "iteration (the official code)", choices=("after", "before"))
     gp_weight: float | None = _opt(None, "gp: penalty weight lambda (default: 10 as the WGAN-GP paper; toy data "
@@ -239,7 +242,7 @@ def validate(c: TrainConfig) -> None:
         need(is_num(getattr(c, name)) and 0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     need(is_num(c.clip_value) and c.clip_value > 0, "clip_value", "the clip value c must be a number > 0")
     need(is_num(c.gp_weight) and c.gp_weight >= 0, "gp_weight", "the penalty weight must be a number >= 0")
-    for name in ("download", "g_batchnorm", "gp_one_sided", "tensorboard", "progress", "plots"):
+    for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "tensorboard", "progress", "plots"):
         need(isinstance(getattr(c, name), bool), name, "must be true or false")
     need(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith("cuda")), "device",
          "use auto, cpu or cuda[:N]")
@@ -262,5 +265,8 @@ def validate(c: TrainConfig) -> None:
                           "--critic-norm layer (the WGAN-GP paper) or none")
     if c.eval_every and c.dataset not in TOY_DATASETS and c.dataset != "digits":
         raise ConfigError(f"--eval-every: no offline quality metric for {c.dataset!r} (toy data and digits have one)")
+    if c.fused_optimizer and (c.lipschitz != "clip" or c.clip_order != "after"):
+        raise ConfigError("--fused-optimizer: the fused step clamps after the update, so it needs --lipschitz clip "
+                          "with --clip-order after")
     if c.diters_schedule == "official" and c.lipschitz != "clip":
         raise ConfigError("--diters-schedule official belongs to weight clipping (--lipschitz clip)")

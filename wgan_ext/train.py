@@ -40,6 +40,7 @@ from .data import TOY_DATASETS, Batches, DataError, image_data, toy_distribution
 from .distributed import Distributed
 from .gradient_penalty import gradient_penalty
 from .models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_
+from .optim import ClippedAdam, ClippedRMSprop
 from .spectral_norm import apply_spectral_norm
 
 
@@ -91,7 +92,13 @@ def build_data(c: TrainConfig):
     return data, tuple(data.shape), None
 
 
-def _optimizer(c: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+def _optimizer(c: TrainConfig, params, lr: float, clip_value: float | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer; with `clip_value`, its fused variant whose step also clamps (ClippedRMSprop /
+    ClippedAdam, whose state_dicts are those of torch's RMSprop / Adam)."""
+    if clip_value is not None:
+        if c.optimizer == "rmsprop":
+            return ClippedRMSprop(params, lr=lr, clip_value=clip_value)
+        return ClippedAdam(params, lr=lr, betas=(c.beta1, c.beta2), clip_value=clip_value)
     if c.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
     return torch.optim.Adam(params, lr=lr, betas=(c.beta1, c.beta2))
@@ -117,8 +124,9 @@ class Trainer:
         if c.lipschitz == "sn":
             self.sn_group = apply_spectral_norm(self.critic, n_power_iterations=c.sn_power_iterations)
         self.opt_g = _optimizer(c, self.generator.parameters(), c.lr_g)
-        self.opt_d = _optimizer(c, self.critic.parameters(), c.lr_d)
-        if c.lipschitz == "clip":
+        self.fused_clip = c.lipschitz == "clip" and c.fused_optimizer
+        self.opt_d = _optimizer(c, self.critic.parameters(), c.lr_d, c.clip_value if self.fused_clip else None)
+        if c.lipschitz == "clip" and not self.fused_clip:
             self.clipper = Clipper(self.critic, c=c.clip_value, track_saturation=True)
             if c.clip_order == "after":
                 self.clipper.attach(self.opt_d)
@@ -257,10 +265,19 @@ class Trainer:
                      if n.numel() > 1 else 0.0, grad_norm_min=n.min().item(), grad_norm_max=n.max().item())
         if self.clipper is not None:
             m["clip_saturation"] = self.clipper.saturation()
+        elif self.fused_clip:
+            m["clip_saturation"] = self._saturation()
         if self.sn_group is not None:
             sig = list(self.sn_group.sigmas().values())
             m.update(sigma_mean=sum(sig) / len(sig), sigma_min=min(sig), sigma_max=max(sig))
         return m
+
+    def _saturation(self) -> float:
+        """Fraction of the critic's weights at a clip bound (with --fused-optimizer, whose step clamps)."""
+        params = [p.detach() for p in self.critic.parameters()]
+        total = sum(p.numel() for p in params)
+        at_bound = torch.stack([(p.abs() >= self.config.clip_value).sum() for p in params]).sum().item()
+        return at_bound / total if total else 0.0
 
     def check_finite(self, m: dict) -> None:
         """Raise TrainingDiverged when a metric or parameter is non-finite, on every rank when on any (no hang)."""
