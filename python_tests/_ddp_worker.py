@@ -18,7 +18,8 @@ MODES = ("clip", "gp", "sn")
 
 
 def small(**kw) -> TrainConfig:
-    base = dict(dataset="8gaussians", iters=3, batch_size=16, hidden=32, n_critic=2, progress=False,
+    base = dict(dataset="8gaussians", iters=3, batch_size=16, hidden=32, n_critic=2, progress=False, lr_decay="none",
+                lr_d=1e-4,
                 tensorboard=False, plots=False, n_samples=32)
     base.update(kw)
     return resolve(TrainConfig(**base))

@@ -76,12 +76,14 @@ class TrainConfig:
                                 choices=("constant", "official"))
     optimizer: str | None = _opt(None, "rmsprop or adam (default: rmsprop for clip, adam for gp and sn)",
                                  choices=OPTIMIZERS)
-    lr_d: float | None = _opt(None, "critic learning rate (default: 5e-5 clip, 1e-4 gp/sn)")
+    lr_d: float | None = _opt(None, "critic learning rate (default: 5e-5 clip, 1e-4 gp/sn; toy data with gp/sn: "
+                                    "3e-4, decayed by --lr-decay linear)")
     lr_g: float | None = _opt(None, "generator learning rate (default: as lr_d)")
     beta1: float | None = _opt(None, "Adam beta1 (default 0.5)")
     beta2: float | None = _opt(None, "Adam beta2 (default 0.9)")
-    lr_decay: str = _opt("none", "learning-rate schedule of both optimizers: none, or linear (to 0 at --iters, as "
-                                 "the official WGAN-GP CIFAR-10 script)", choices=("none", "linear"))
+    lr_decay: str | None = _opt(None, "learning-rate schedule of both optimizers: none, or linear (to 0 at --iters, "
+                                      "as the official WGAN-GP CIFAR-10 script); default: linear for toy data with "
+                                      "gp/sn, else none", choices=("none", "linear"))
     # the constraint
     clip_value: float = _opt(0.01, "clip: clamp every critic weight to [-c, c]")
     fused_optimizer: bool = _opt(False, "clip (order after): the critic's optimizer step and the clamp in one "
@@ -184,8 +186,13 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         c.critic_norm = {"clip": "batch", "gp": "layer", "sn": "none"}[c.lipschitz]
     if c.optimizer is None:
         c.optimizer = "rmsprop" if c.lipschitz == "clip" else "adam"
+    # toy data with gp/sn: a 3x higher rate decayed linearly to 0 (measured on the ring benchmark, 2,000
+    # iterations: 87-89 % high-quality samples against 58 % with 1e-4 constant; README "Evaluation")
+    tuned_toy = toy and c.lipschitz in ("gp", "sn")
     if c.lr_d is None:
-        c.lr_d = 5e-5 if c.lipschitz == "clip" else 1e-4
+        c.lr_d = 5e-5 if c.lipschitz == "clip" else (3e-4 if tuned_toy else 1e-4)
+    if c.lr_decay is None:
+        c.lr_decay = "linear" if tuned_toy else "none"
     if c.lr_g is None:
         c.lr_g = c.lr_d
     if c.beta1 is None:
