@@ -128,31 +128,45 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
     seeds = 1 if args.quick else args.seeds
+    env = environment(args.device)
+    settings = {"quick": args.quick, "seeds": seeds, "jobs": args.jobs, "iters": args.iters,
+                "digits_iters": args.digits_iters, "modes": args.modes, "datasets": args.datasets}
     with tempfile.TemporaryDirectory() as folder:
         runs = [(mode, ds, seed, 4 if args.quick else (args.digits_iters if ds == "digits" else args.iters),
                  args.quick, args.device, folder)
                 for ds in args.datasets.split(",") for mode in args.modes.split(",") for seed in range(seeds)]
+        rows = []
         if args.jobs == 1:
-            rows = [run_one(*run) for run in runs]
+            for run in runs:
+                rows.append(run_one(*run))
+                write(args, env, settings, rows, len(runs))
         else:
             threads = max(1, torch.get_num_threads() // args.jobs)
             with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-                rows = list(pool.map(run_one, *zip(*runs)))  # results in the order of `runs`
-    env = environment(args.device)
-    settings = {"quick": args.quick, "seeds": seeds, "jobs": args.jobs, "iters": args.iters, "digits_iters": args.digits_iters,
-                "modes": args.modes, "datasets": args.datasets}
+                for row in pool.map(run_one, *zip(*runs)):  # results in the order of `runs`
+                    rows.append(row)
+                    write(args, env, settings, rows, len(runs))
+    print(write(args, env, settings, rows, len(runs)))
+    return 0
+
+
+def write(args, env: dict, settings: dict, rows: list[dict], total: int) -> str:
+    """The JSON and Markdown results of the runs finished so far (rewritten after each run, so an interrupted
+    benchmark leaves what it measured, marked partial). Returns the Markdown."""
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = {**settings, "runs_finished": len(rows), "runs_planned": total}
     (args.out / f"quality-{args.device}.json").write_text(json.dumps({"env": env, "settings": settings,
                                                                         "rows": rows}, indent=2) + "\n")
     header = (f"Device: {env['device_name']} · torch {env['torch']} · commit {env['commit']} · {env['date']}\n\n"
               f"Command: `{env['command']}`")
     if args.quick:
         header += "\n\n**quick (smoke run, not a measurement)**"
+    if len(rows) < total:
+        header += f"\n\n**partial: {len(rows)} of {total} runs finished**"
     md = f"### sample quality on {args.device}\n\n{header}\n\n{summarize(rows)}\n"
     (args.out / f"quality-{args.device}.md").write_text(md)
-    print(md)
-    return 0
+    return md
 
 
 if __name__ == "__main__":
