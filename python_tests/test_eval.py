@@ -114,6 +114,31 @@ def test_eval_during_training_and_wgan_eval(tmp_path, capsys):
     assert os.path.getsize(os.path.join(c.out, "plots", "w_vs_quality.png")) > 0
 
 
+@pytest.mark.parametrize("mode", ["clip", "gp", "sn"])
+@pytest.mark.parametrize("dataset", ["ring", "digits"])
+def test_wgan_eval_on_runs_of_every_mode(tmp_path, capsys, mode, dataset):
+    c = resolve(TrainConfig(lipschitz=mode, dataset=dataset, iters=3, eval_every=1, batch_size=16, hidden=32,
+                            n_critic=1, out=str(tmp_path / "run"), progress=False, tensorboard=False, plots=False))
+    Trainer(c).train()
+    key = "w1" if dataset == "ring" else "fcd"
+    assert ev.main([c.out, "-n", "200"]) == 0
+    assert f"Spearman(W estimate, {key})" in capsys.readouterr().out
+    with open(os.path.join(c.out, "eval.json")) as f:
+        assert json.load(f)["correlation"]["points"] == 3
+    # on the checkpoint file itself (no run history there: no correlation), with its own output file
+    out = str(tmp_path / "ckpt.json")
+    assert ev.main([os.path.join(c.out, "checkpoints", "last.pt"), "-n", "200", "-o", out]) == 0
+    with open(out) as f:
+        result = json.load(f)
+    assert result["lipschitz"] == mode and result["checkpoint_iteration"] == 3 and "correlation" not in result
+    m = result["metrics"]
+    assert m["n"] == 200
+    if dataset == "ring":
+        assert m["w1"] > 0 and 0 <= m["modes"] <= 8
+    else:
+        assert m["fcd"] >= 0 and 0 <= m["classes_covered"] <= 10
+
+
 def test_eval_does_not_change_training(tmp_path):
     kw = dict(iters=4, batch_size=16, hidden=32, n_critic=1, progress=False, tensorboard=False, plots=False)
     a = Trainer(resolve(TrainConfig(out=str(tmp_path / "a"), **kw)))
