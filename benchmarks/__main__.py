@@ -1,6 +1,7 @@
 """All the speed benchmarks in one command, then benchmarks/RESULTS.md from their tables.
 
     python -m benchmarks [--device cpu|cuda|all] [--quick] [--compile] [--only clip,train,...] [--out DIR]
+    python -m benchmarks --compose-only          # only rebuild RESULTS.md from the tables already written
 
 Runs, each in its own process, the per-op benchmarks (clip, spectral_norm, gradient_penalty, fused_optim where the
 script exists) and the end-to-end training throughput (train), each against pure PyTorch in the same run, on the
@@ -62,8 +63,10 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="add torch.compile variants to the training benchmark")
     parser.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(BENCHMARKS))
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--compose-only", action="store_true",
+                        help="run nothing: only rebuild RESULTS.md from the tables under --out")
     args = parser.parse_args(argv)
-    chosen = available()
+    chosen = [] if args.compose_only else available()
     if args.only:
         wanted = [b.strip() for b in args.only.split(",") if b.strip()]
         unknown = [b for b in wanted if b not in chosen]

@@ -115,6 +115,13 @@ def test_benchmark_command_runs_training_throughput_and_writes_results(tmp_path)
     results = (tmp_path / "RESULTS.md").read_text()
     assert "## End-to-end training throughput" in results and "| toy-mlp | gp | torch |" in results
     assert "## Weight clipping" not in results  # only what is under --out
+    # --compose-only runs nothing and picks up every table there
+    (tmp_path / "clip-cpu.md").write_text("### clip on cpu\n\n| a |\n|---|\n| 1 |\n")
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--compose-only", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=BENCH.parent)
+    assert out.returncode == 0 and ".py --device" not in out.stdout, out.stdout + out.stderr
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "## Weight clipping" in results and "## End-to-end training throughput" in results
 
 
 def test_benchmark_command_rejects_an_unknown_benchmark(tmp_path):
