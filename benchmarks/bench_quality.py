@@ -15,6 +15,7 @@ Writes quality-cpu.json and quality-cpu.md (mean ± std over seeds) under --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import statistics
@@ -135,19 +136,17 @@ def main(argv=None) -> int:
         runs = [(mode, ds, seed, 4 if args.quick else (args.digits_iters if ds == "digits" else args.iters),
                  args.quick, args.device, folder)
                 for ds in args.datasets.split(",") for mode in args.modes.split(",") for seed in range(seeds)]
-        rows = []
-        if args.jobs == 1:
-            for run in runs:
-                rows.append(run_one(*run))
-                write(args, env, settings, rows, len(runs))
-        else:
-            threads = max(1, torch.get_num_threads() // args.jobs)
-            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-                for row in pool.map(run_one, *zip(*runs)):  # results in the order of `runs`
-                    rows.append(row)
-                    write(args, env, settings, rows, len(runs))
-    print(write(args, env, settings, rows, len(runs)))
+        rows, md = [], ""
+        threads = max(1, torch.get_num_threads() // args.jobs)
+        pool = (ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=torch.set_num_threads, initargs=(threads,))
+                if args.jobs > 1 else contextlib.nullcontext())
+        with pool:
+            mapper = pool.map if args.jobs > 1 else map
+            for row in mapper(run_one, *zip(*runs)):  # results in the order of `runs`
+                rows.append(row)
+                md = write(args, env, settings, rows, len(runs))
+    print(md)
     return 0
 
 
