@@ -14,6 +14,7 @@ same seed and use the same optimizers:
   sn    torch     ``torch.nn.utils.parametrizations.spectral_norm`` on every Linear / Conv layer of the critic
         wgan_ext  ``wgan_ext.apply_spectral_norm(critic)`` (one batched power iteration per forward)
   *     trainer   ``wgan_ext.train.Trainer.iteration_step`` (the trainer, with its per-iteration metrics)
+  *     trainer+cuda-graphs   the same with ``--cuda-graphs`` (CUDA only, toy-mlp: each step replayed as a graph)
   clip  compile   the torch loop with ``torch.compile`` on generator and critic (--compile). Not for gp: the
                   penalty's double backward is not supported by torch.compile; not for sn: with torch's
                   spectral_norm parametrization, which updates u and v in place in the forward, the compiled
@@ -142,15 +143,14 @@ class Loop:
             p.requires_grad_(True)
 
 
-def trainer_step(case: str, mode: str, quick: bool, device: str):
-    """The trainer's own iteration (metrics included) on the same models and sizes, data from its toy source or a
-    random tensor dataset."""
+def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bool = False):
+    """The trainer's own iteration (metrics included) on the same models and sizes, data from its toy source."""
     from wgan_ext.config import TrainConfig, resolve
     from wgan_ext.train import Trainer
 
     s = case_settings(case, quick)
     common_kw = dict(lipschitz=mode, iters=1, device=device, progress=False, tensorboard=False, plots=False,
-                     batch_size=s["batch"], out=None)
+                     batch_size=s["batch"], out=None, cuda_graphs=cuda_graphs)
     if case == "toy-mlp":
         cfg = TrainConfig(dataset="8gaussians", hidden=s["hidden"], **common_kw)
     else:
@@ -158,6 +158,10 @@ def trainer_step(case: str, mode: str, quick: bool, device: str):
     trainer = Trainer(resolve(cfg))
     trainer.generator.train()
     trainer.critic.train()
+    if cuda_graphs:  # past the warm-up steps and both captures, so that every timed call replays
+        for _ in range(trainer.critic_graph.warmup + 1):
+            trainer.iteration_step()
+        assert trainer.generator_graph.graph is not None and trainer.critic_graph.graph is not None
     return trainer.iteration_step
 
 
@@ -179,6 +183,8 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False) 
             step = trainer_step(case, mode, quick, device)
             if step is not None:
                 fns["trainer"] = step
+                if device == "cuda":
+                    fns["trainer+cuda-graphs"] = trainer_step(case, mode, quick, device, cuda_graphs=True)
             min_time = 0.5 if quick else (6.0 if case == "toy-mlp" else 20.0)
             timed = common.time_interleaved(fns, device, min_run_time=min_time, rounds=3 if quick else 7)
             base = timed["torch"]["median_us"]

@@ -89,6 +89,10 @@ class TrainConfig:
     fused_optimizer: bool = _opt(False, "clip (order after): the critic's optimizer step and the clamp in one "
                                         "fused pass (wgan_ext.ClippedRMSprop / ClippedAdam) instead of the optimizer "
                                         "and a Clipper; equal to float rounding")
+    cuda_graphs: bool = _opt(False, "CUDA, one process: record each critic step and generator step as a CUDA graph "
+                                    "after 3 eager warm-up steps and replay it (one launch per step instead of "
+                                    "hundreds: for launch-bound small models); the random streams are those of "
+                                    "eager, results equal to float rounding. Not with --fused-optimizer")
     clip_order: str = _opt("after", "clip: 'after' each critic update (the paper) or 'before' each critic "
                                     "iteration (the official code)", choices=("after", "before"))
     gp_weight: float | None = _opt(None, "gp: penalty weight lambda (default: 10 as the WGAN-GP paper; toy data "
@@ -118,8 +122,8 @@ class TrainConfig:
 
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What a resumed run may change; everything else comes from the checkpoint.
-RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "eval_every", "progress", "tensorboard", "num_workers",
-             "data_root", "download", "dist_backend"}
+RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "eval_every", "progress", "tensorboard",
+             "num_workers", "data_root", "download", "dist_backend", "cuda_graphs"}
 
 
 def load_config_file(path: str) -> dict:
@@ -249,7 +253,8 @@ def validate(c: TrainConfig) -> None:
         need(is_num(getattr(c, name)) and 0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     need(is_num(c.clip_value) and c.clip_value > 0, "clip_value", "the clip value c must be a number > 0")
     need(is_num(c.gp_weight) and c.gp_weight >= 0, "gp_weight", "the penalty weight must be a number >= 0")
-    for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "tensorboard", "progress", "plots"):
+    for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "cuda_graphs", "tensorboard",
+                 "progress", "plots"):
         need(isinstance(getattr(c, name), bool), name, "must be true or false")
     need(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith("cuda")), "device",
          "use auto, cpu or cuda[:N]")

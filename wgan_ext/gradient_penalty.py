@@ -45,6 +45,11 @@ def _check_batch(x, name: str) -> None:
         raise ValueError(f"{name} must be a batch (N, *) with N > 0, got shape {tuple(x.shape)}")
 
 
+def _capturing(t: torch.Tensor) -> bool:
+    """Whether `t` is a CUDA tensor and the current stream is capturing a CUDA graph."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def _warn_batchnorm(critic) -> None:
     global _warned_batchnorm
     if _warned_batchnorm or not isinstance(critic, nn.Module):
@@ -130,7 +135,10 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, weight: flo
         if not isinstance(alpha, torch.Tensor) or tuple(alpha.shape) not in ((n,), (n, *[1] * (real.dim() - 1))):
             shape = tuple(alpha.shape) if isinstance(alpha, torch.Tensor) else type(alpha).__name__
             raise ValueError(f"alpha must have shape ({n},) (one weight per sample), got {shape}")
-        if not alpha.is_floating_point() or bool((alpha < 0).any() | (alpha > 1).any() | alpha.isnan().any()):
+        if not alpha.is_floating_point():
+            raise ValueError(f"alpha must be floating point with every value in [0, 1], got dtype {alpha.dtype}")
+        # the value check reads alpha on the host, which CUDA graph capture forbids: skipped only while capturing
+        if not _capturing(alpha) and bool((alpha < 0).any() | (alpha > 1).any() | alpha.isnan().any()):
             raise ValueError("alpha must be floating point with every value in [0, 1]")
         alpha = alpha.detach().reshape(n).to(device=real.device, dtype=real.dtype)
     _warn_batchnorm(critic)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from . import config as cfgmod
-from . import distributed
+from . import distributed, graphs
 from .checkpoint import FORMAT, LAST, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .clip import Clipper
 from .config import ConfigError, TrainConfig, resolve
@@ -123,8 +123,10 @@ class Trainer:
         self.clipper = self.sn_group = None
         if c.lipschitz == "sn":
             self.sn_group = apply_spectral_norm(self.critic, n_power_iterations=c.sn_power_iterations)
-        self.opt_g = _optimizer(c, self.generator.parameters(), c.lr_g)
         self.fused_clip = c.lipschitz == "clip" and c.fused_optimizer
+        if c.cuda_graphs:
+            graphs.check_supported(self.device, self.dist.world_size, self.fused_clip)
+        self.opt_g = _optimizer(c, self.generator.parameters(), c.lr_g)
         self.opt_d = _optimizer(c, self.critic.parameters(), c.lr_d, c.clip_value if self.fused_clip else None)
         if c.lipschitz == "clip" and not self.fused_clip:
             self.clipper = Clipper(self.critic, c=c.clip_value, track_saturation=True)
@@ -142,6 +144,15 @@ class Trainer:
         self._eval_noise: torch.Tensor | None = None
         if resume_state is not None:
             self._load_state(resume_state)
+        # --cuda-graphs: both steps recorded once and replayed (graphs.py); capturable optimizers on the GPU
+        self.critic_graph = self.generator_graph = None
+        if c.cuda_graphs:
+            capture = self.device.type == "cuda"
+            self.critic_graph = graphs.GraphedStep(self._critic_update, capture=capture)
+            self.generator_graph = graphs.GraphedStep(self._generator_update, capture=capture)
+            if capture:
+                for opt in (self.opt_d, self.opt_g):
+                    graphs.prepare_optimizer(opt, tensor_lr=c.lr_decay != "none")
         # every replica starts from rank 0's parameters and buffers (SN's u, v included)
         for model in (self.generator, self.critic):
             self.dist.broadcast_state(model)
@@ -150,8 +161,10 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"format": FORMAT, "config": self.config.to_dict(), "iteration": self.iteration,
                 "elapsed": self.elapsed, "generator": self.generator.state_dict(),
-                "critic": self.critic.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "data": self.batches.state_dict(),
+                "critic": self.critic.state_dict(),
+                "opt_g": graphs.portable_state_dict(self.opt_g) if self.config.cuda_graphs else self.opt_g.state_dict(),
+                "opt_d": graphs.portable_state_dict(self.opt_d) if self.config.cuda_graphs else self.opt_d.state_dict(),
+                "data": self.batches.state_dict(),
                 "noise_rng": self.noise_rng.get_state(), "fixed_noise": self.fixed_noise, "rng": rng_state(),
                 "sample_shape": list(self.shape),
                 "torch_version": str(torch.__version__)}
@@ -189,21 +202,34 @@ class Trainer:
         return x[self.share] if self.dist.enabled else x
 
     def critic_step(self) -> dict:
+        """One critic update. Its random inputs are drawn here, in this order: the data batch, the noise, the
+        penalty's alphas (drawn explicitly only where they must be: several processes or a CUDA graph; they are then
+        the values gradient_penalty would draw itself)."""
+        c = self.config
+        real = self.batches.next()  # this rank's share of the global batch
+        noise = self._local(self._noise(c.batch_size))
+        inputs = [real, noise]
+        if c.lipschitz == "gp" and (self.dist.enabled or self.critic_graph is not None):
+            inputs.append(self._local(torch.rand(c.batch_size, generator=self.noise_rng,
+                                                 device=self.noise_rng.device)))
+        if self.critic_graph is not None:
+            return self.critic_graph(*inputs)
+        return self._critic_update(*inputs)
+
+    def _critic_update(self, real: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor | None = None) -> dict:
+        """The critic update on given inputs (what --cuda-graphs records): no host synchronization in here."""
         c = self.config
         if self.clipper is not None and c.clip_order == "before":
             self.clipper()
-        real = self.batches.next()  # this rank's share of the global batch
         with torch.no_grad():
-            fake = self.generator(self._local(self._noise(c.batch_size)))
+            fake = self.generator(noise)
         # means over the local share; the averaged gradient is that of the global mean (equal shares)
         w = self.critic(real).mean() - self.critic(fake).mean()
         loss = -w
         out = {}
         if c.lipschitz == "gp":
-            # the global batch's alphas, drawn as the single process draws them inside gradient_penalty; the
-            # penalty's inner autograd.grad is local and plain (no DDP hooks), only the averaged .grad is shared
-            alpha = (self._local(torch.rand(c.batch_size, generator=self.noise_rng, device=self.noise_rng.device))
-                     if self.dist.enabled else None)
+            # alpha: the global batch's, or None (gradient_penalty draws it from noise_rng); the penalty's inner
+            # autograd.grad is local and plain (no DDP hooks), only the averaged .grad is shared
             penalty, norms = gradient_penalty(self.critic, real, fake, weight=c.gp_weight, one_sided=c.gp_one_sided,
                                               alpha=alpha, generator=self.noise_rng, return_norms=True)
             loss = loss + penalty
@@ -218,10 +244,16 @@ class Trainer:
         return out
 
     def generator_step(self) -> torch.Tensor:
+        noise = self._local(self._noise(self.config.batch_size))
+        if self.generator_graph is not None:
+            return self.generator_graph(noise)
+        return self._generator_update(noise)
+
+    def _generator_update(self, noise: torch.Tensor) -> torch.Tensor:
         for p in self.critic.parameters():
             p.requires_grad_(False)
         try:
-            loss = -self.critic(self.generator(self._local(self._noise(self.config.batch_size)))).mean()
+            loss = -self.critic(self.generator(noise)).mean()
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.dist.average_gradients(self.generator.parameters())
@@ -238,7 +270,7 @@ class Trainer:
         scale = max(0.0, 1.0 - self.iteration / c.iters) if c.lr_decay == "linear" else 1.0
         for opt, lr in ((self.opt_d, c.lr_d), (self.opt_g, c.lr_g)):
             for group in opt.param_groups:
-                group["lr"] = lr * scale
+                graphs.set_lr(group, lr * scale)  # in place where a CUDA graph reads it
 
     def iteration_step(self) -> dict:
         """One generator iteration: n_critic critic steps, then one generator step. Returns its metrics."""
