@@ -19,6 +19,28 @@ def test_compiled_ops_loaded_with_cpu_kernels():
         assert _ops.has_kernel(op, "cpu"), op
 
 
+@pytest.mark.skipif(not REQUIRE_OPS, reason="only where the test command demands the compiled ops")
+def test_cpu_kernels_run_on_torchs_threads():
+    # at::parallel_for is a header template: compiled without OpenMP it quietly runs on one thread (it did before
+    # setup.py passed -fopenmp). Where torch runs on OpenMP, the CPU kernels must use torch's threads.
+    import torch
+
+    if not torch.backends.openmp.is_available():
+        pytest.skip("torch is not built with OpenMP here")
+    assert _ops.build_info()["cpu_parallel"] == "1"
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert torch.ops.wgan_ext._parallel_threads(64) == n
+        assert torch.ops.wgan_ext._parallel_threads(1) == 1  # one task: one thread
+    finally:
+        torch.set_num_threads(before)
+    assert info.collect()["cpu_parallel"] is True
+    with pytest.raises(ValueError, match="tasks must be >= 1"):
+        torch.ops.wgan_ext._parallel_threads(0)
+
+
 @pytest.mark.skipif(not EXPECT_CUDA_KERNELS, reason="only where nvcc is present and CUDA kernels must be built")
 def test_cuda_kernels_compiled_for_hopper():
     facts = info.collect()

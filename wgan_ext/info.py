@@ -27,6 +27,8 @@ def collect() -> dict:
         "compiled_library": "loaded" if _ops.has_ops() else f"not loaded: {_ops.LOAD_ERROR}",
         "built_against_torch": info.get("torch"),
         "cuda_kernels_built": info.get("cuda") == "1",
+        "cpu_parallel": info.get("cpu_parallel") == "1",
+        "cpu_threads": torch.get_num_threads(),
         "cuda_runtime": info.get("cuda_runtime"),
         "cuda_archs": [a for a in info.get("cuda_archs", "").split(",") if a],
         "kernels": {op: {dev: _ops.has_kernel(op, dev) for dev in _ops.DEVICE_KEYS} for op in _ops.OP_NAMES},
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{facts['cuda_kernels_built']}"
                   + (f" (CUDA runtime {facts['cuda_runtime']}, archs {_arch_names(facts['cuda_archs'])})"
                      if facts["cuda_kernels_built"] else ""))
+            print(f"  CPU kernels: " + (f"parallel over torch's {facts['cpu_threads']} thread(s)" if facts["cpu_parallel"]
+                                         else "one thread (built without OpenMP)"))
         print(f"default impl: {facts['impl_default']} (set {_ops.ENV_IMPL}=auto|fused|reference)")
         width = max(len(op) for op in facts["kernels"]) + 2
         print(f"{'op':<{width}}{'CPU':<6}CUDA")

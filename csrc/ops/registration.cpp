@@ -4,6 +4,7 @@
 // TORCH_LIBRARY_IMPL. Autograd formulas and fake (meta) kernels are registered from Python (wgan_ext/_ops.py).
 
 #include <Python.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
@@ -13,6 +14,7 @@
 #include "multi_tensor_plan.h"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,11 @@ namespace {
 
 std::string build_info() {
   std::string info = "torch=" TORCH_VERSION;
+#ifdef INTRA_OP_PARALLEL
+  info += ";cpu_parallel=1";  // at::parallel_for in the CPU kernels runs on torch's intra-op threads
+#else
+  info += ";cpu_parallel=0";  // compiled without OpenMP: at::parallel_for runs its range on the calling thread
+#endif
 #ifdef WGAN_EXT_WITH_CUDA
   info += ";cuda=1;" + cuda_build_info();
 #else
@@ -97,6 +104,20 @@ at::Tensor multi_tensor_plan_depth(c10::IntArrayRef numels, int64_t depth) {
   return out;
 }
 
+// How many distinct threads run an at::parallel_for of `tasks` tasks (grain 1), as the CPU kernels call it: the test
+// that they are parallel (a build without OpenMP gives 1 however many threads torch has).
+int64_t parallel_threads(int64_t tasks) {
+  TORCH_CHECK_VALUE(tasks >= 1, "wgan_ext::_parallel_threads: tasks must be >= 1, got ", tasks);
+  std::vector<std::atomic<int64_t>> seen(static_cast<size_t>(std::max(at::get_num_threads(), 1)));
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    const int tid = at::get_thread_num();
+    if (tid >= 0 && static_cast<size_t>(tid) < seen.size()) seen[tid].store(1);
+  });
+  int64_t n = 0;
+  for (const auto& s : seen) n += s.load();
+  return n;
+}
+
 // ADInplaceOrView kernel shared by every op that writes its inputs: runs the op below this key, then bumps the version
 // counter of every argument the schema marks as written (Tensor(a!) / Tensor(a!)[]), as ATen's in-place ops do. So
 // autograd notices when a tensor it saved for backward was clamped in place, instead of computing a wrong gradient.
@@ -153,6 +174,8 @@ TORCH_LIBRARY(wgan_ext, m) {
         "float lr, float beta1, float beta2, float eps, float weight_decay, int step, float? clip_value) -> ()");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str", &build_info);
+  // Distinct threads that ran an at::parallel_for of `tasks` tasks (are the CPU kernels parallel?); for tests.
+  m.def("_parallel_threads(int tasks) -> int", &parallel_threads);
   // (launch, slot, tensor index, chunk, numel) per block of the CUDA multi-tensor launcher's plan; for tests.
   m.def("_multi_tensor_plan(int[] numels) -> Tensor", &multi_tensor_plan);
   // The same for the launcher of ops that walk `depth` lists in step (1 to 5; the fused optimizers use 3 and 4).
