@@ -218,6 +218,33 @@ def test_resume_through_the_cli(tmp_path, capsys):
     assert "--lr-d cannot change" in capsys.readouterr().err
 
 
+def test_resuming_a_copied_run_folder_continues_in_the_copy(tmp_path):
+    import shutil
+
+    original = str(tmp_path / "original")
+    assert main(["--iters", "2", "--batch-size", "8", "--hidden", "16", "--n-critic", "1", "--out", original,
+                 "--no-progress", "--no-tensorboard", "--no-plots"]) == 0
+    files = {name: open(os.path.join(original, name), "rb").read() for name in ("metrics.jsonl", "config.json")}
+    before = open(os.path.join(original, ckpt.LAST), "rb").read()
+    copy = str(tmp_path / "copy")
+    shutil.copytree(original, copy)
+    assert main(["--resume", copy, "--iters", "3", "--no-progress"]) == 0
+    # the copy went on; the original is byte for byte as it was
+    assert [r["iteration"] for r in read_metrics(copy)] == [1, 2, 3]
+    assert ckpt.load_checkpoint(copy)["iteration"] == 3
+    for name, data in files.items():
+        assert open(os.path.join(original, name), "rb").read() == data, name
+    assert open(os.path.join(original, ckpt.LAST), "rb").read() == before
+    # resuming from the copy's checkpoint file continues in the copy too; --out sends it elsewhere
+    assert main(["--resume", os.path.join(copy, ckpt.LAST), "--iters", "4", "--no-progress"]) == 0
+    assert [r["iteration"] for r in read_metrics(copy)] == [1, 2, 3, 4]
+    elsewhere = str(tmp_path / "elsewhere")
+    assert main(["--resume", copy, "--iters", "5", "--out", elsewhere, "--no-progress"]) == 0
+    assert [r["iteration"] for r in read_metrics(elsewhere)] == [5]
+    assert ckpt.load_checkpoint(elsewhere)["iteration"] == 5
+    assert ckpt.load_checkpoint(copy)["iteration"] == 4
+
+
 def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     c = small(tmp_path, iters=2, checkpoint_every=1)
     t = Trainer(c)

@@ -105,7 +105,8 @@ class TrainConfig:
                                "cuda:LOCAL_RANK")
     dist_backend: str = _opt("auto", "torchrun only: torch.distributed backend, auto (nccl on CUDA, gloo on CPU), "
                                      "gloo or nccl", choices=DIST_BACKENDS)
-    out: str | None = _opt(None, "run folder (default: runs/<dataset>-<lipschitz>-<time>)")
+    out: str | None = _opt(None, "run folder (default: runs/<dataset>-<lipschitz>-<time>; with --resume: the folder "
+                                 "resumed from)")
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N generator iterations (and at the end)")
     plot_every: int = _opt(500, "write plots every N generator iterations (and at the end); 0: only at the end")
     plots: bool = _opt(True, "write PNG plots (matplotlib)")
@@ -123,7 +124,7 @@ class TrainConfig:
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What a resumed run may change; everything else comes from the checkpoint.
 RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "eval_every", "progress", "tensorboard",
-             "num_workers", "data_root", "download", "dist_backend", "cuda_graphs"}
+             "num_workers", "data_root", "download", "dist_backend", "cuda_graphs", "out"}
 
 
 def load_config_file(path: str) -> dict:

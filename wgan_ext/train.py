@@ -544,6 +544,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict |
     if resume is None:
         return resolve(cfgmod.from_dict(values)), None
     state = load_checkpoint(resume)
+    if "out" not in values:  # continue in the folder resumed from (a copied run folder stays apart from its original)
+        values["out"] = _run_folder(resume, state)
     fixed = sorted(k for k in values if k not in cfgmod.RESUMABLE and values[k] != state["config"].get(k))
     if fixed:
         raise ConfigError(f"--resume: {', '.join('--' + k.replace('_', '-') for k in fixed)} cannot change when "
@@ -555,6 +557,17 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict |
     if cfg.iters < state["iteration"]:
         raise ConfigError(f"--iters: {cfg.iters} is below the checkpoint's iteration {state['iteration']}")
     return cfg, state
+
+
+def _run_folder(resume: str, state: dict) -> str:
+    """The run folder a --resume argument names: the folder itself, the folder of RUN/checkpoints/last.pt, or, for a
+    checkpoint file elsewhere, the folder the run was made in."""
+    if os.path.isdir(resume):
+        return resume
+    parent = os.path.dirname(os.path.abspath(resume))
+    if os.path.basename(parent) == os.path.dirname(LAST):
+        return os.path.dirname(parent)
+    return state["config"]["out"]
 
 
 def main(argv: list[str] | None = None) -> int:
