@@ -204,10 +204,17 @@ class Clipper:
 
     def saturation(self) -> float:
         """Fraction of all clipped elements that sat at a bound after the last call (synchronizes with the device)."""
+        return float(self.saturation_tensor().item())
+
+    def saturation_tensor(self) -> torch.Tensor:
+        """``saturation()`` as a 0-dim float64 tensor on the counts' device, without synchronizing: for logging it
+        with other values in one device-to-host transfer."""
         if self.last_counts is None:
             raise RuntimeError("Clipper.saturation(): build the Clipper with track_saturation=True and call it first")
         total = sum(p.numel() for p in self.params)
-        return float(self.last_counts.sum().item()) / total if total else 0.0
+        if not total:
+            return torch.zeros((), dtype=torch.float64, device=self.last_counts.device)
+        return self.last_counts.sum().double() / total
 
     def saturation_per_parameter(self) -> dict[str, float]:
         """Per parameter name, the fraction of its elements at a bound after the last call."""

@@ -161,13 +161,20 @@ class SpectralNormGroup:
         return handle
 
     def sigmas(self) -> dict[str, float]:
-        """Per layer, the current estimate of the weight's largest singular value (synchronizes)."""
-        out = {}
+        """Per layer, the current estimate of the weight's largest singular value (synchronizes once)."""
+        return dict(zip((name for name, _ in self.layers), self.sigma_tensor().tolist()))
+
+    def sigma_tensor(self) -> torch.Tensor:
+        """The layers' sigma estimates (float64, in the order of ``layers``) without synchronizing: for logging them
+        with other values in one device-to-host transfer."""
+        values = []
         with torch.no_grad():
-            for (name, m), sn in zip(self.layers, self.parametrizations()):
+            for (_, m), sn in zip(self.layers, self.parametrizations()):
                 W = sn._reshape_weight_to_matrix(m.parametrizations["weight"].original)
-                out[name] = torch.vdot(sn._u, torch.mv(W, sn._v)).item()
-        return out
+                values.append(torch.vdot(sn._u, torch.mv(W, sn._v)).double())
+        if not values:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.stack([v.to(values[0].device) for v in values])
 
     def remove(self) -> None:
         """Stop the batched updates (the parametrizations stay; each layer then updates itself like torch's)."""

@@ -141,6 +141,7 @@ class Trainer:
         self.iteration = 0
         self.elapsed = 0.0
         self.last_checkpoint: str | None = None
+        self._params_finite: list[bool] | None = None  # read with the metrics by iteration_step, for check_finite
         self._eval_noise: torch.Tensor | None = None
         if resume_state is not None:
             self._load_state(resume_state)
@@ -289,45 +290,68 @@ class Trainer:
             loss_g = means[-1]
             for model in (self.generator, self.critic):  # BatchNorm running stats: rank 0's everywhere
                 self.dist.broadcast_state(model, buffers_of=_BATCHNORMS)
-        m = {"iteration": self.iteration + 1, "w_estimate": last["w_estimate"].item(),
-             "loss_d": last["loss_d"].item(), "loss_g": loss_g.item(), "critic_iters": d_iters}
+        # every logged number and the parameters' finiteness (for check_finite) in one device-to-host transfer: each
+        # .item() would wait for the device, and a generator iteration logs up to a dozen numbers
+        scalars = {"w_estimate": last["w_estimate"], "loss_d": last["loss_d"], "loss_g": loss_g}
         if "grad_norms" in last:
             n = last["grad_norms"].float()
-            m.update(gp=last["gp"].item(), grad_norm_mean=n.mean().item(), grad_norm_std=n.std().item()
-                     if n.numel() > 1 else 0.0, grad_norm_min=n.min().item(), grad_norm_max=n.max().item())
+            scalars.update(gp=last["gp"], grad_norm_mean=n.mean(),
+                           grad_norm_std=n.std() if n.numel() > 1 else n.new_zeros(()), grad_norm_min=n.min(),
+                           grad_norm_max=n.max())
         if self.clipper is not None:
-            m["clip_saturation"] = self.clipper.saturation()
+            scalars["clip_saturation"] = self.clipper.saturation_tensor()
         elif self.fused_clip:
-            m["clip_saturation"] = self._saturation()
+            scalars["clip_saturation"] = self._saturation()
+        parts = [torch.stack([v.detach().reshape(()).double() for v in scalars.values()])]
         if self.sn_group is not None:
-            sig = list(self.sn_group.sigmas().values())
+            parts.append(self.sn_group.sigma_tensor())
+        parts.append(self._finite_flags().double())
+        values = torch.cat([p.to(self.device) for p in parts]).tolist()
+        m = {"iteration": self.iteration + 1, **dict(zip(scalars, values)), "critic_iters": d_iters}
+        rest = values[len(scalars):]
+        if self.sn_group is not None:
+            sig, rest = rest[:len(self.sn_group.layers)], rest[len(self.sn_group.layers):]
             m.update(sigma_mean=sum(sig) / len(sig), sigma_min=min(sig), sigma_max=max(sig))
+        self._params_finite = [bool(v) for v in rest]
         return m
 
-    def _saturation(self) -> float:
-        """Fraction of the critic's weights at a clip bound (with --fused-optimizer, whose step clamps)."""
+    def _saturation(self) -> torch.Tensor:
+        """Fraction of the critic's weights at a clip bound (with --fused-optimizer, whose step clamps), as a 0-dim
+        float64 tensor (no synchronization)."""
         params = [p.detach() for p in self.critic.parameters()]
         total = sum(p.numel() for p in params)
-        at_bound = torch.stack([(p.abs() >= self.config.clip_value).sum() for p in params]).sum().item()
-        return at_bound / total if total else 0.0
+        if not total:
+            return torch.zeros((), dtype=torch.float64, device=self.device)
+        return torch.stack([(p.abs() >= self.config.clip_value).sum() for p in params]).sum().double() / total
+
+    def _named_parameters(self) -> list[tuple[str, str, torch.Tensor]]:
+        return [(label, name, p) for label, model in (("critic", self.critic), ("generator", self.generator))
+                for name, p in model.named_parameters()]
+
+    def _finite_flags(self) -> torch.Tensor:
+        """Per parameter of the critic, then of the generator: whether all its values are finite (no sync)."""
+        return torch.stack([torch.isfinite(p.detach()).all() for _, _, p in self._named_parameters()])
 
     def check_finite(self, m: dict) -> None:
-        """Raise TrainingDiverged when a metric or parameter is non-finite, on every rank when on any (no hang)."""
-        problem = self._non_finite(m)
+        """Raise TrainingDiverged when a metric or parameter is non-finite, on every rank when on any (no hang).
+        Uses the parameters' finiteness read with the metrics by the last iteration_step, else reads it now."""
+        flags, self._params_finite = self._params_finite, None
+        problem = self._non_finite(m, flags)
         if self.dist.any(problem is not None, self.device):
             raise TrainingDiverged(problem or f"generator iteration {m['iteration']}: another process's values "
                                               f"became non-finite")
 
-    def _non_finite(self, m: dict) -> str | None:
+    def _non_finite(self, m: dict, flags: list[bool] | None = None) -> str | None:
         bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             return (f"generator iteration {m['iteration']}: {', '.join(bad)} became non-finite "
                     f"({', '.join(f'{k}={m[k]}' for k in bad)})")
-        for label, model in (("critic", self.critic), ("generator", self.generator)):
-            named = list(model.named_parameters())
-            ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()  # one sync
-            if not all(ok):
-                names = [n for (n, _), good in zip(named, ok) if not good]
+        named = self._named_parameters()
+        if flags is None:
+            flags = self._finite_flags().tolist()  # one sync
+        for label in ("critic", "generator"):
+            names = [n for (lab, n, _), good in zip(named, flags) if lab == label and not good]
+            if names:
                 return (f"generator iteration {m['iteration']}: {label} parameter(s) {', '.join(names[:5])} became "
                         f"non-finite")
         return None
