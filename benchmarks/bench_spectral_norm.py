@@ -11,6 +11,12 @@ Variants (timed in alternating rounds): plain (no SN), torch (torch.nn.utils.par
 layer), wgan_ext (apply_spectral_norm). Also reported: operator calls (CPU) or kernel launches (CUDA) per forward
 from torch.profiler.
 
+A second table times the power iteration alone (one iteration over every layer's weight matrix: torch's per-layer
+mv + normalize twice, as its parametrization runs it, against wgan_ext's one op call) on the layers of both critics
+and on a large case (4 layers of 1024 x 8192), with the achieved bandwidth (each weight read twice) and, on CUDA,
+its fraction of the copy bandwidth measured on the same bytes (where they are >= 32 MiB: below that a copy is
+launch-bound, not a roofline).
+
     python benchmarks/bench_spectral_norm.py [--device cpu|cuda|all] [--quick] [--out DIR]
 """
 
@@ -21,6 +27,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
@@ -76,6 +83,53 @@ def events_per_forward(model, x, device) -> int:
     return sum(1 for e in prof.events() if e.cpu_parent is None and e.name.startswith(("aten::", "wgan_ext::")))
 
 
+def matrices(model: nn.Module) -> list[tuple[int, int]]:
+    """The (out, rest) shapes of the weight matrices spectral norm iterates on, layer by layer."""
+    return [(m.weight.shape[0], m.weight[0].numel()) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def power_iteration_rows(device: str, quick: bool, fused: bool) -> list[dict]:
+    cases = {"toy-mlp layers": matrices(toy_mlp_critic()), "dcgan64 layers": matrices(dcgan64_critic()),
+             "large": [(64, 512)] * 4 if quick else [(1024, 8192)] * 4}
+    rows = []
+    for case, shapes in cases.items():
+        if case == "large":
+            case = f"large ({len(shapes)} x {shapes[0][0]}x{shapes[0][1]})"
+        torch.manual_seed(0)
+        ws = [torch.randn(s, device=device) for s in shapes]
+        us = [F.normalize(torch.randn(s[0], device=device), dim=0) for s in shapes]
+        vs = [F.normalize(torch.randn(s[1], device=device), dim=0) for s in shapes]
+
+        def torch_pi():  # torch's parametrization: u = normalize(W v), v = normalize(W^T u), per layer
+            for w, u, v in zip(ws, us, vs):
+                F.normalize(torch.mv(w, v), dim=0, eps=1e-12, out=u)
+                F.normalize(torch.mv(w.t(), u), dim=0, eps=1e-12, out=v)
+
+        fns = {"torch": torch_pi}
+        if fused:  # from the same u, v both must give the same u, v before the timings mean anything
+            start = [t.clone() for t in us + vs]
+            torch_pi()
+            want = [t.clone() for t in us + vs]
+            for t, s0 in zip(us + vs, start):
+                t.copy_(s0)
+            torch.ops.wgan_ext.spectral_norm_power_iteration_(ws, us, vs, 1, 1e-12)
+            for got, w in zip(us + vs, want):
+                torch.testing.assert_close(got, w, rtol=1e-4, atol=1e-5)
+            fns["wgan_ext"] = lambda: torch.ops.wgan_ext.spectral_norm_power_iteration_(ws, us, vs, 1, 1e-12)
+        with torch.no_grad():
+            timed = common.time_interleaved(fns, device, (0.2 if quick else 2.0) * len(fns))
+        nbytes = sum(w.numel() * w.element_size() for w in ws)
+        copy_gbs = (common.measure_copy_bandwidth(2 * nbytes, device, 0.2 if quick else 1.0)
+                    if device == "cuda" and (2 * nbytes >= 32 * 2**20 or quick) else None)
+        for name, t in timed.items():
+            gbs = 2 * nbytes / (t["median_us"] * 1e-6) / 1e9
+            rows.append({"table": "power_iteration", "case": case, "variant": name, "layers": len(ws),
+                         "elements": sum(w.numel() for w in ws), "median_us": t["median_us"], "iqr_us": t["iqr_us"],
+                         "vs_torch": timed["torch"]["median_us"] / t["median_us"], "gb_per_s": gbs,
+                         "copy_gb_per_s": copy_gbs, "of_copy_bw": gbs / copy_gbs if copy_gbs else None})
+    return rows
+
+
 def run_device(device: str, quick: bool, out_dir: Path) -> Path:
     fused = _ops.has_kernel("spectral_norm_power_iteration_", device)
     cases = [("toy-mlp", toy_mlp_critic, (64 if quick else 256, 2)),
@@ -116,8 +170,15 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
                ("sn_weights_us", "SN weights only µs", ".1f"), ("sn_weights_vs_torch", "torch / ours", ".2f"),
                ("events", f"{ev} per forward", "d")]
     table = common.markdown_table(rows, columns)
+    pi_rows = power_iteration_rows(device, quick, fused)
+    table += "\n\nPower iteration alone (one iteration, every layer):\n\n" + common.markdown_table(pi_rows, [
+        ("case", "weights", ""), ("variant", "variant", ""), ("layers", "layers", "d"), ("elements", "elements", ",d"),
+        ("median_us", "median µs", ".1f"), ("iqr_us", "IQR µs", ".1f"), ("vs_torch", "× torch", ".2f"),
+        ("gb_per_s", "GB/s (W read twice)", ".1f"), ("of_copy_bw", "of copy BW", ".0%")])
+    rows += pi_rows
     settings = {"quick": quick, "overhead": "training-mode forward with SN minus plain forward, medians",
-                "events": ev}
+                "events": ev, "power_iteration": "one iteration over all layers; GB/s counts each weight read twice; "
+                                                 "of copy BW = that / dst.copy_(src) GB/s on the same bytes (CUDA)"}
     _, md_path = common.write_results("spectral_norm", device, common.environment(device), settings, rows, table,
                                       out_dir)
     return md_path

@@ -64,7 +64,12 @@ def test_spectral_norm_benchmark_quick_writes_json_and_table(tmp_path):
         assert set(rows) == variants
         if "wgan_ext" in rows:  # fewer operator calls than torch's per-layer power method
             assert rows["wgan_ext"]["events"] < rows["torch"]["events"]
-    assert "smoke run, not a measurement" in (tmp_path / "spectral_norm-cpu.md").read_text()
+    pi = [r for r in data["rows"] if r.get("table") == "power_iteration"]
+    assert {r["case"].split(" (")[0] for r in pi} == {"toy-mlp layers", "dcgan64 layers", "large"}
+    assert {r["variant"] for r in pi} == variants - {"plain"}
+    assert all(r["gb_per_s"] > 0 and r["of_copy_bw"] is None for r in pi)  # no copy roofline on the CPU
+    text = (tmp_path / "spectral_norm-cpu.md").read_text()
+    assert "smoke run, not a measurement" in text and "Power iteration alone" in text
 
 
 def test_fused_optim_benchmark_quick_writes_json_and_table(tmp_path):
