@@ -376,3 +376,18 @@ def test_batches_bad_state(digits):
         images.load_state_dict({"kind": "image", "epoch": 0, "position": 5000})
     with pytest.raises(ValueError, match="epoch must be an integer >= 0, got -1"):
         images.load_state_dict({"kind": "image", "epoch": -1, "position": 0})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_on_cuda_are_the_cpu_stream_copied_without_a_sync(digits):
+    # the same values as on the CPU; the host-to-device copy is from pinned memory, so it does not wait for the GPU
+    for source in (toy_distribution("8gaussians"), digits):
+        cpu, gpu = Batches(source, 16, seed=3), Batches(source, 16, seed=3, device="cuda")
+        slow = torch.cuda._sleep  # queue GPU work that takes a while, then draw a batch: must not wait for it
+        for _ in range(3):
+            slow(50_000_000)  # about 30 ms of GPU time
+            x = gpu.next()
+            assert not torch.cuda.current_stream().query(), "next() waited for the queued GPU work"
+            assert x.device.type == "cuda" and x.dtype == torch.float32
+            assert torch.equal(x.cpu(), cpu.next())

@@ -371,7 +371,7 @@ class Batches:
             batch = self.source.sample(self.batch_size, self.generator)
             if self.world_size > 1:
                 batch = batch[self._share]
-            return batch.to(self.device)
+            return self._to_device(batch)
         if self.position + self.batch_size > self.n:     # epoch exhausted (drop_last): start the next one
             self.epoch += 1
             self.position = 0
@@ -391,6 +391,13 @@ class Batches:
             if isinstance(batch, (list, tuple)):          # (images, labels)
                 batch = batch[0]
         self.position += self.batch_size
+        return self._to_device(batch)
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        # A copy to a GPU from pageable memory makes torch wait for everything queued on the GPU (a stream sync at
+        # every critic step); from pinned memory it is queued behind that work and the host runs ahead.
+        if self.device.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
+            batch = batch.pin_memory()
         return batch.to(self.device, dtype=torch.float32, non_blocking=True)
 
     def _loader(self, indices: torch.Tensor) -> DataLoader:
