@@ -297,6 +297,23 @@ def test_nan_guard_names_a_parameter(tmp_path):
         t.check_finite({"iteration": 1, "w_estimate": 0.0})
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_finite_flags_find_every_non_finite_value_anywhere(tmp_path, bad):
+    t = Trainer(small(tmp_path))
+    named = t._named_parameters()
+    assert t._finite_flags().tolist() == [True] * len(named)
+    for k, (_, _, p) in enumerate(named):
+        flat = p.detach().view(-1)
+        for i in sorted({0, flat.numel() // 2, flat.numel() - 1}):  # first, a vectorized middle, the tail
+            keep = flat[i].item()
+            with torch.no_grad():
+                flat[i] = bad
+            flags = t._finite_flags().tolist()
+            with torch.no_grad():
+                flat[i] = keep
+            assert flags == [j != k for j in range(len(named))], (k, i)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--lr-d", "-1"], "--lr-d: got -1.0; the learning rate must be a number > 0"),
     (["--lr-g", "0"], "--lr-g"),
