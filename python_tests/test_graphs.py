@@ -183,10 +183,11 @@ def _close(a, b, rtol, atol):
 
 
 GPU_CASES = [dict(lipschitz="clip"), dict(lipschitz="clip", clip_order="before"), dict(lipschitz="gp"),
-             dict(lipschitz="sn"), dict(lipschitz="gp", lr_decay="linear"), dict(lipschitz="clip", optimizer="adam"),
+             dict(lipschitz="sn"), dict(lipschitz="gp", lr_decay="linear"), dict(lipschitz="clip", lr_decay="linear"),
+             dict(lipschitz="clip", optimizer="adam"),
              dict(lipschitz="clip", dataset="digits", image_size=32, model="dcgan", ngf=8, ndf=8, batch_size=8),
              dict(lipschitz="gp", dataset="digits", image_size=32, model="dcgan", ngf=8, ndf=8, batch_size=8)]
-GPU_IDS = ["clip", "clip-before", "gp", "sn", "gp-decay", "clip-adam", "clip-dcgan", "gp-dcgan"]
+GPU_IDS = ["clip", "clip-before", "gp", "sn", "gp-decay", "clip-decay", "clip-adam", "clip-dcgan", "gp-dcgan"]
 
 
 @pytest.mark.cuda
