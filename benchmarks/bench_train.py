@@ -176,7 +176,7 @@ def variants_for(mode: str, compile_: bool) -> list[str]:
 
 def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False) -> None:
     env = common.environment(device)
-    rows = []
+    rows, failed = [], []
     for case in ("toy-mlp", "dcgan64"):
         for mode in ("clip", "gp", "sn"):
             fns = {v: Loop(case, mode, v, quick, device).step for v in variants_for(mode, compile_)}
@@ -184,13 +184,18 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False) 
             if step is not None:
                 fns["trainer"] = step
                 if device == "cuda":
-                    fns["trainer+cuda-graphs"] = trainer_step(case, mode, quick, device, cuda_graphs=True)
+                    try:  # a failure here must not cost the GPU run its other rows: it is reported as a row
+                        fns["trainer+cuda-graphs"] = trainer_step(case, mode, quick, device, cuda_graphs=True)
+                    except Exception as e:  # noqa: BLE001
+                        failed.append({"case": case, "mode": mode,
+                                       "variant": f"trainer+cuda-graphs FAILED: {type(e).__name__}: {e}"[:300]})
             min_time = 0.5 if quick else (6.0 if case == "toy-mlp" else 20.0)
             timed = common.time_interleaved(fns, device, min_run_time=min_time, rounds=3 if quick else 7)
             base = timed["torch"]["median_us"]
             for v, t in timed.items():
                 rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": 1e6 / t["median_us"],
                              "vs_torch": base / t["median_us"]})
+    rows += failed
     table = common.markdown_table(rows, [("case", "case", "s"), ("mode", "mode", "s"), ("variant", "variant", "s"),
                                          ("it_per_s", "generator it/s", ".3g"), ("iqr_us", "IQR (µs/it)", ".3g"),
                                          ("vs_torch", "× torch loop", ".2f")])
