@@ -175,6 +175,33 @@ def test_a_graph_run_resumes_without_graphs_and_back(tmp_path, graphs_on_cpu):
         assert states_equal(full.state_dict()[key], again.state_dict()[key]), key
 
 
+@pytest.mark.cuda
+@needs_cuda
+def test_a_step_that_cannot_be_captured_fails_with_a_clear_message():
+    def syncs(x):
+        return x * float(x.sum().item())  # a host read: refused during capture
+
+    step = graphs.GraphedStep(syncs, capture=True, warmup=1)
+    x = torch.ones(4, device="cuda")
+    assert torch.equal(step(x), torch.full((4,), 4.0, device="cuda"))  # the eager warm-up call works
+    with pytest.raises(RuntimeError, match="CUDA graph capture of syncs failed.*without CUDA graphs"):
+        step(x)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_graphed_step_replays_new_inputs_on_the_gpu():
+    def fn(x, y):
+        return {"out": x * 2 + y}
+
+    step = graphs.GraphedStep(fn, capture=True, warmup=2)
+    for i in range(6):
+        x, y = torch.full((5,), float(i), device="cuda"), torch.arange(5.0, device="cuda")
+        out = step(x, y)["out"]
+        torch.testing.assert_close(out, 2 * x + y)
+    assert step.graph is not None and step.replays == 4
+
+
 # ------------------------------------------------------------------------------------------------ trainer, GPU
 def _close(a, b, rtol, atol):
     for (name, x), y in zip(a.items(), b.values()):

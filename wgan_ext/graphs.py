@@ -149,6 +149,13 @@ class GraphedStep:
     def _record(self, inputs) -> None:
         self._copy_in(inputs)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._outputs = self.fn(*self._inputs)
+        try:
+            with torch.cuda.graph(graph):
+                self._outputs = self.fn(*self._inputs)
+        except Exception as e:
+            name = getattr(self.fn, "__name__", "the step")
+            raise RuntimeError(f"CUDA graph capture of {name} failed ({type(e).__name__}: {e}). Something in the "
+                               f"step synchronizes with the host (.item(), a data-dependent check, a CPU tensor) or "
+                               f"is not capturable; run it without CUDA graphs (wgan-train: leave out "
+                               f"--cuda-graphs)") from e
         self.graph = graph
