@@ -88,18 +88,27 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
         steps = {name: make_step(critic, opt, real, fake, pen) for name, pen in variants.items()}
         timings = common.time_interleaved(steps, device, min_run_time * len(steps))
         plain_us = timings["plain"]["median_us"]
+        count = (lambda f: common.events_per_call(f, device)) if device == "cuda" else common.count_compute_ops
+        events = {name: count(step) for name, step in steps.items()}
         for name, t in timings.items():
             rows.append({"case": case, "variant": name, "batch": shape[0], "median_us": t["median_us"],
                          "iqr_us": t["iqr_us"], "measurements": t["measurements"],
-                         "vs_plain": plain_us / t["median_us"]})
+                         "vs_plain": plain_us / t["median_us"], "events": events[name],
+                         # were the step launch-bound, fusing could speed it up by no more than this
+                         "launch_bound_limit": events["plain"] / events[name]})
         if not fused:
             rows.append({"case": case, "variant": "fused (no compiled kernel for this device)"})
     columns = [("case", "critic", ""), ("variant", "variant", ""), ("batch", "batch", "d"),
-               ("median_us", "critic step µs", ".1f"), ("iqr_us", "IQR µs", ".1f"), ("vs_plain", "× plain", ".2f")]
+               ("median_us", "critic step µs", ".1f"), ("iqr_us", "IQR µs", ".1f"), ("vs_plain", "× plain", ".2f"),
+               ("events", "kernel launches per step" if device == "cuda" else "compute ops per step", "d"),
+               ("launch_bound_limit", "plain / ours calls", ".3f")]
     table = common.markdown_table(rows, columns)
     env = common.environment(device)
     settings = {"lambda": LAMBDA, "optimizer": "Adam(1e-4, betas=(0.5, 0.9))", "quick": quick,
-                "min_run_time_s": min_run_time}
+                "min_run_time_s": min_run_time,
+                "events": "per critic step: kernel launches (CUDA, torch.profiler) or ATen ops that compute, backward "
+                          "included (CPU, a dispatch mode); plain / ours bounds the speed-up fusion can give a "
+                          "launch-bound step"}
     _, md_path = common.write_results("gradient_penalty", device, env, settings, rows, table, out_dir)
     return md_path
 

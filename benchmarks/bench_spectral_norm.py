@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -73,14 +72,8 @@ def weights_only(model: nn.Module):
 
 def events_per_forward(model, x, device) -> int:
     """Kernel launches (CUDA) or top-level operator calls (CPU) of one training forward, from torch.profiler."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with torch.no_grad(), profile(activities=activities) as prof:
-        model(x)
-        if device == "cuda":
-            torch.cuda.synchronize()
-    if device == "cuda":
-        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    return sum(1 for e in prof.events() if e.cpu_parent is None and e.name.startswith(("aten::", "wgan_ext::")))
+    with torch.no_grad():
+        return common.events_per_call(lambda: model(x), device)
 
 
 def matrices(model: nn.Module) -> list[tuple[int, int]]:

@@ -136,6 +136,46 @@ def time_interleaved(fns: dict, device: str, min_run_time: float = 2.0, rounds: 
     return out
 
 
+def events_per_call(fn, device: str) -> int:
+    """Kernel launches (CUDA) or top-level operator calls (CPU) of one call of fn, from torch.profiler: on a GPU
+    the launches bound what fusing ops can save where a step is launch-bound."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    if device == "cuda":
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    return sum(1 for e in prof.events() if e.cpu_parent is None and e.name.startswith(("aten::", "wgan_ext::")))
+
+
+# ATen ops that launch no kernel: views, metadata, allocations (left out of count_compute_ops)
+_NO_KERNEL = {"view", "t", "expand", "transpose", "detach", "_unsafe_view", "alias", "as_strided", "unsqueeze",
+              "squeeze", "permute", "select", "slice", "reshape", "_reshape_alias", "empty", "empty_like",
+              "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "size", "sym_size", "stride",
+              "is_same_size"}
+
+
+def count_compute_ops(fn) -> int:
+    """ATen operator calls of one call of fn that compute something (views and allocations left out), backward
+    included: on a GPU each is about one kernel launch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ not in _NO_KERNEL:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
 def measure_copy_bandwidth(nbytes: int, device: str, min_run_time: float = 1.0) -> float:
     """Achieved bandwidth of dst.copy_(src) on `nbytes` of float32, in GB/s counting bytes read + written."""
     n = max(1, nbytes // 4)

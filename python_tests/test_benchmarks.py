@@ -50,6 +50,11 @@ def test_gradient_penalty_benchmark_quick_writes_json_and_table(tmp_path):
     for case in ("toy-mlp", "dcgan64"):
         assert {r["variant"] for r in timed if r["case"] == case} == variants
     assert all(r["median_us"] > 0 for r in timed)
+    if "fused" in variants:  # the fused penalty computes with fewer ops than the plain recipe, backward included
+        for case in ("toy-mlp", "dcgan64"):
+            rows = {r["variant"]: r for r in timed if r["case"] == case}
+            assert rows["fused"]["events"] < rows["plain"]["events"]
+            assert rows["fused"]["launch_bound_limit"] == rows["plain"]["events"] / rows["fused"]["events"]
     assert "smoke run, not a measurement" in (tmp_path / "gradient_penalty-cpu.md").read_text()
 
 
