@@ -4,7 +4,8 @@
                                           2 CPU cores; prints where the run folder is
     wgan-train --lipschitz clip|gp|sn --dataset NAME --iters N --out DIR ...   (wgan-train --help lists all)
     wgan-train --config run.yaml          options from a YAML/TOML/JSON file; flags override it
-    wgan-train --resume RUN_DIR           continue a run from its last checkpoint (bitwise on the CPU)
+    wgan-train --resume RUN_DIR           continue a run from its last checkpoint (bitwise on the CPU), in RUN_DIR
+    wgan-train --device cuda --cuda-graphs   each critic and generator step replayed as a CUDA graph (graphs.py)
     python -m wgan_ext.train ...          the same
     torchrun --nproc_per_node N -m wgan_ext.train ...   data-parallel over N processes (see distributed.py: the
                                           batch is global, gradients are averaged, rank 0 alone writes the run folder)
