@@ -138,3 +138,14 @@ def test_benchmark_command_rejects_an_unknown_benchmark(tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "bogus", "--out", str(tmp_path)],
                          capture_output=True, text=True, cwd=BENCH.parent)
     assert out.returncode == 2 and "unknown benchmark(s) bogus" in out.stderr
+
+
+def test_profile_steps_smoke_run_prints_every_section(tmp_path):
+    script = BENCH.parent / "scripts" / "profile_steps.py"
+    out = subprocess.run([sys.executable, str(script), "--device", "cpu", "--quick", "--steps", "1", "--rows", "3"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    for what in ("GP critic step, toy-mlp", "GP critic step, dcgan64", "SN critic forward, toy-mlp",
+                 "SN critic forward, dcgan64", "trainer iteration, toy MLP, clip", "trainer iteration, toy MLP, sn"):
+        assert f"=== {what}" in out.stdout, what
+    assert "operator calls" in out.stdout and "Self CPU" in out.stdout

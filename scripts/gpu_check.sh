@@ -2,7 +2,8 @@
 # On a GPU machine (see README, "Checking the CUDA kernels on a GPU"), in one call that fits the lent machine's
 # time: build in place; run the CUDA tests (every test marked `cuda`: kernels, fused optimizers, CUDA graphs) with
 # compute-sanitizer memcheck, synccheck and racecheck over the kernel tests alongside; then the benchmarks on CUDA,
-# those never measured on a GPU first (train, fused_optim), then clip, gradient_penalty, spectral_norm. Everything
+# those never measured on a GPU first (train, fused_optim), then clip, gradient_penalty, spectral_norm, then
+# torch.profiler tables of the GP/SN steps and the trainer (scripts/profile_steps.py). Everything
 # runs against one deadline (GPU_CHECK_DEADLINE): a step gets what is left, the sanitizers at most their share,
 # and a benchmark is skipped (and said so) when too little is left. Writes its logs and results under $OUT
 # (default ./gpu_check_out), at most 8 files, one folder deep, as the device tool brings back.
@@ -112,6 +113,8 @@ if want bench; then
   for bench in train fused_optim clip gradient_penalty spectral_norm; do  # never measured on a GPU first
     step "bench-$bench-cuda" "$LOG" 200 "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
   done
+  # where the time goes in the steps whose GPU targets missed (torch.profiler tables, into the main log)
+  step "profile-steps-cuda" "$LOG" 90 "$PY" scripts/profile_steps.py --device cuda
   for f in "$BENCH_TMP"/*.json; do [ -f "$f" ] && mv "$f" "$OUT/"; done
   for f in "$BENCH_TMP"/*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done >"$OUT/bench-cuda.md"
   rm -rf "$BENCH_TMP"
