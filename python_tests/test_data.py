@@ -380,9 +380,14 @@ def test_batches_bad_state(digits):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_batches_on_cuda_are_the_cpu_stream_copied_without_a_sync(digits):
+def test_batches_on_cuda_are_the_cpu_stream_copied_without_a_sync():
     # the same values as on the CPU; the host-to-device copy is from pinned memory, so it does not wait for the GPU
-    for source in (toy_distribution("8gaussians"), digits):
+    import importlib.util
+
+    sources = [toy_distribution("8gaussians")]
+    if importlib.util.find_spec("sklearn") is not None:  # the GPU image may lack scikit-learn (digits)
+        sources.append(image_data("digits"))
+    for source in sources:
         cpu, gpu = Batches(source, 16, seed=3), Batches(source, 16, seed=3, device="cuda")
         slow = torch.cuda._sleep  # queue GPU work that takes a while, then draw a batch: must not wait for it
         for _ in range(3):

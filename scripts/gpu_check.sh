@@ -2,8 +2,8 @@
 # On a GPU machine (see README, "Checking the CUDA kernels on a GPU"), in one call that fits the lent machine's
 # time: build in place; run the CUDA tests (every test marked `cuda`: kernels, fused optimizers, CUDA graphs) with
 # compute-sanitizer memcheck, synccheck and racecheck over the kernel tests alongside; then the benchmarks on CUDA,
-# those never measured on a GPU first (train, fused_optim), then clip, gradient_penalty, spectral_norm, then
-# torch.profiler tables of the GP/SN steps and the trainer (scripts/profile_steps.py). Everything
+# those never measured on a GPU first (train, fused_optim), then torch.profiler tables of the GP/SN steps and the
+# trainer (scripts/profile_steps.py), then clip, gradient_penalty, spectral_norm again. Everything
 # runs against one deadline (GPU_CHECK_DEADLINE): a step gets what is left, the sanitizers at most their share,
 # and a benchmark is skipped (and said so) when too little is left. Writes its logs and results under $OUT
 # (default ./gpu_check_out), at most 8 files, one folder deep, as the device tool brings back.
@@ -110,11 +110,15 @@ for f in "$OUT"/.san-*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; rm -f "
 if want bench; then
   BENCH_TMP="$OUT/.bench"
   mkdir -p "$BENCH_TMP"
-  for bench in train fused_optim clip gradient_penalty spectral_norm; do  # never measured on a GPU first
-    step "bench-$bench-cuda" "$LOG" 200 "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
+  # never measured on a GPU first, then where the time goes in the steps whose GPU targets missed (torch.profiler
+  # tables, into the main log), then the re-measurements
+  for bench in train fused_optim profile clip gradient_penalty spectral_norm; do
+    if [ "$bench" = profile ]; then
+      step "profile-steps-cuda" "$LOG" 90 "$PY" scripts/profile_steps.py --device cuda
+    else
+      step "bench-$bench-cuda" "$LOG" 200 "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
+    fi
   done
-  # where the time goes in the steps whose GPU targets missed (torch.profiler tables, into the main log)
-  step "profile-steps-cuda" "$LOG" 90 "$PY" scripts/profile_steps.py --device cuda
   for f in "$BENCH_TMP"/*.json; do [ -f "$f" ] && mv "$f" "$OUT/"; done
   for f in "$BENCH_TMP"/*.md; do [ -f "$f" ] && { cat "$f"; echo; }; done >"$OUT/bench-cuda.md"
   rm -rf "$BENCH_TMP"
