@@ -205,6 +205,41 @@ def test_resume_is_bitwise_identical(tmp_path, mode, dataset):
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(part.out)]
 
 
+def test_resume_on_another_device_type_continues_with_a_derived_noise_seed(tmp_path):
+    # a run saved on CUDA resumed on the CPU (--device may change): the CUDA generator's state (16 bytes of philox
+    # seed and offset) does not fit a CPU generator; the run must continue, deterministically, and say so
+    part = Trainer(small(tmp_path, "part", iters=4))
+    for _ in range(2):
+        part.iteration_step()
+        part.iteration += 1
+    part.save()
+    assert ckpt.load_checkpoint(part.out)["noise_rng_device"] == "cpu"
+
+    def saved_on_cuda():  # a fresh load each time: training mutates the optimizer state it was given
+        return {**ckpt.load_checkpoint(part.out), "noise_rng": torch.arange(16, dtype=torch.uint8),
+                "noise_rng_device": "cuda"}
+
+    runs = []
+    for name in ("a", "b"):
+        state = saved_on_cuda()
+        cfg = cfgmod.from_dict({**state["config"], "out": str(tmp_path / name)})
+        with pytest.warns(RuntimeWarning, match="resuming on cpu a run whose noise generator was on cuda"):
+            t = Trainer(cfg, resume_state=state)
+        t.train()
+        runs.append(t)
+    assert runs[0].iteration == 4
+    assert _states_equal(runs[0].state_dict()["generator"], runs[1].state_dict()["generator"])
+    # a checkpoint from before the device was recorded, and a state that does not fit: the same fallback
+    state = saved_on_cuda()
+    old = {k: v for k, v in state.items() if k != "noise_rng_device"}
+    with pytest.warns(RuntimeWarning, match="another device"):
+        Trainer(cfgmod.from_dict({**state["config"], "out": str(tmp_path / "c")}), resume_state=old)
+    # the same device type with a broken state is an error, not a silent reseed
+    bad = {**state, "noise_rng_device": "cpu"}
+    with pytest.raises(RuntimeError, match="CPUGeneratorImplState"):
+        Trainer(cfgmod.from_dict({**state["config"], "out": str(tmp_path / "d")}), resume_state=bad)
+
+
 def test_resume_through_the_cli(tmp_path, capsys):
     out = str(tmp_path / "cli")
     common = ["--iters", "2", "--batch-size", "8", "--hidden", "16", "--n-critic", "1", "--out", out,

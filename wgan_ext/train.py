@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -167,7 +168,8 @@ class Trainer:
                 "opt_g": graphs.portable_state_dict(self.opt_g) if self.config.cuda_graphs else self.opt_g.state_dict(),
                 "opt_d": graphs.portable_state_dict(self.opt_d) if self.config.cuda_graphs else self.opt_d.state_dict(),
                 "data": self.batches.state_dict(),
-                "noise_rng": self.noise_rng.get_state(), "fixed_noise": self.fixed_noise, "rng": rng_state(),
+                "noise_rng": self.noise_rng.get_state(), "noise_rng_device": self.noise_rng.device.type,
+                "fixed_noise": self.fixed_noise, "rng": rng_state(),
                 "sample_shape": list(self.shape),
                 "torch_version": str(torch.__version__)}
 
@@ -177,11 +179,29 @@ class Trainer:
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
         self.batches.load_state_dict(s["data"])
-        self.noise_rng.set_state(s["noise_rng"])
+        self._set_noise_state(s["noise_rng"], s.get("noise_rng_device"))
         self.fixed_noise = s["fixed_noise"]
         self.iteration = s["iteration"]
         self.elapsed = s["elapsed"]
         set_rng_state(s["rng"])
+
+    def _set_noise_state(self, state: torch.Tensor, saved_on: str | None) -> None:
+        """Restore the noise generator. A run resumed on another device type (--device may change on resume) cannot
+        take the saved state (a CUDA generator's is not a CPU one's): its noise stream then goes on from a seed derived
+        from the saved state, the same on every rank, and a warning says so."""
+        here = self.noise_rng.device.type
+        if saved_on in (None, here):
+            try:
+                self.noise_rng.set_state(state)
+                return
+            except RuntimeError:
+                if saved_on is not None:
+                    raise
+        seed = int.from_bytes(hashlib.sha256(state.cpu().numpy().tobytes()).digest()[:8], "little") >> 1
+        self.noise_rng.manual_seed(seed)
+        warnings.warn(f"resuming on {here} a run whose noise generator was on {saved_on or 'another device'}: its state "
+                      f"does not carry over, so the noise goes on from a seed derived from it (the run continues, but "
+                      f"not with the noise the original device would have drawn)", RuntimeWarning, stacklevel=3)
 
     def save(self) -> str:
         path = os.path.join(self.out, LAST)
