@@ -70,7 +70,8 @@ def set_lr(group: dict, lr: float) -> None:
 def portable_state_dict(opt: torch.optim.Optimizer) -> dict:
     """``opt.state_dict()`` as the same optimizer without CUDA graphs would save it (float learning rates,
     ``capturable=False``, step counts on the CPU), so a checkpoint resumes with or without graphs, on any device.
-    Synchronizes (reads the learning rates): for checkpoints, not for every step."""
+    For an optimizer never prepared for graphs it is its state_dict() as it is. Synchronizes where a learning rate
+    is a GPU tensor: for checkpoints, not for every step."""
     sd = opt.state_dict()
     groups = []
     for g in sd["param_groups"]:
@@ -114,7 +115,7 @@ class GraphedStep:
         if self.graph is None and (not self.capture or self.calls <= self.warmup):
             return self._eager(inputs)
         if self.graph is None:
-            self._record(inputs)
+            self._record()
         self._copy_in(inputs)
         self.graph.replay()
         self.replays += 1
@@ -146,8 +147,9 @@ class GraphedStep:
         current.wait_stream(self._stream)
         return out
 
-    def _record(self, inputs) -> None:
-        self._copy_in(inputs)
+    def _record(self) -> None:
+        # capture runs nothing, so the buffers' contents do not matter here: the caller copies the inputs in and
+        # replays
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):

@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{facts['cuda_kernels_built']}"
                   + (f" (CUDA runtime {facts['cuda_runtime']}, archs {_arch_names(facts['cuda_archs'])})"
                      if facts["cuda_kernels_built"] else ""))
-            print(f"  CPU kernels: " + (f"parallel over torch's {facts['cpu_threads']} thread(s)" if facts["cpu_parallel"]
-                                         else "one thread (built without OpenMP)"))
+            threads = (f"parallel over torch's {facts['cpu_threads']} thread(s)" if facts["cpu_parallel"]
+                       else "one thread (built without OpenMP)")
+            print(f"  CPU kernels: {threads}")
         print(f"default impl: {facts['impl_default']} (set {_ops.ENV_IMPL}=auto|fused|reference)")
         width = max(len(op) for op in facts["kernels"]) + 2
         print(f"{'op':<{width}}{'CPU':<6}CUDA")

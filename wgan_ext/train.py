@@ -165,8 +165,8 @@ class Trainer:
         return {"format": FORMAT, "config": self.config.to_dict(), "iteration": self.iteration,
                 "elapsed": self.elapsed, "generator": self.generator.state_dict(),
                 "critic": self.critic.state_dict(),
-                "opt_g": graphs.portable_state_dict(self.opt_g) if self.config.cuda_graphs else self.opt_g.state_dict(),
-                "opt_d": graphs.portable_state_dict(self.opt_d) if self.config.cuda_graphs else self.opt_d.state_dict(),
+                # as the plain optimizers save it, whether or not --cuda-graphs made them capturable
+                "opt_g": graphs.portable_state_dict(self.opt_g), "opt_d": graphs.portable_state_dict(self.opt_d),
                 "data": self.batches.state_dict(),
                 "noise_rng": self.noise_rng.get_state(), "noise_rng_device": self.noise_rng.device.type,
                 "fixed_noise": self.fixed_noise, "rng": rng_state(),
@@ -199,8 +199,8 @@ class Trainer:
                     raise
         seed = int.from_bytes(hashlib.sha256(state.cpu().numpy().tobytes()).digest()[:8], "little") >> 1
         self.noise_rng.manual_seed(seed)
-        warnings.warn(f"resuming on {here} a run whose noise generator was on {saved_on or 'another device'}: its state "
-                      f"does not carry over, so the noise goes on from a seed derived from it (the run continues, but "
+        warnings.warn(f"resuming on {here} a run whose noise generator was on {saved_on or 'another device'}: its "
+                      f"state does not carry over, so the noise goes on from a seed derived from it (the run continues, but "
                       f"not with the noise the original device would have drawn)", RuntimeWarning, stacklevel=3)
 
     def save(self) -> str:
