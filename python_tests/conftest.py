@@ -25,5 +25,16 @@ def _fresh_fallback_warnings():
     _ops._warned.clear()
 
 
+def states_equal(a, b) -> bool:
+    """Bitwise equality of nested states (state_dicts, checkpoints): tensors by dtype and value on any device."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(states_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def fused_available(op: str, device: str) -> bool:
     return _ops.has_kernel(op, device)

@@ -1,11 +1,10 @@
 """The CPU kernels are parallel (at::parallel_for over torch's threads) and their results do not depend on how many
 threads there are: every op gives the same bits on 1, 2 and 3 threads, on sizes that split into many tasks and
-leave uneven tails. (A run resumed on a machine with another core count continues the same run.)"""
+leave uneven tails. (A run resumed on a machine with another core count continues the same run.) That the thread
+count reaches the kernels at all is test_info.py's test_cpu_kernels_run_on_torchs_threads."""
 
 import pytest
 import torch
-
-from wgan_ext import _ops
 
 from conftest import fused_available
 
@@ -93,10 +92,3 @@ def test_clip_and_fused_optimizer_steps(threads):
 
     assert_same_bits(on_each_thread_count(run))
 
-
-def test_the_kernels_really_ran_on_several_threads(threads):
-    # the bitwise tests above mean something only if the thread count reached the kernels
-    if not _ops.has_ops() or _ops.build_info().get("cpu_parallel") != "1":
-        pytest.skip("the CPU kernels are built without OpenMP here")
-    torch.set_num_threads(3)
-    assert torch.ops.wgan_ext._parallel_threads(64) == 3

@@ -13,7 +13,7 @@ from wgan_ext import graphs
 from wgan_ext.config import ConfigError, TrainConfig, resolve
 from wgan_ext.train import Trainer, main
 
-from conftest import needs_cuda
+from conftest import needs_cuda, states_equal
 
 MODES = ["clip", "gp", "sn"]
 
@@ -23,16 +23,6 @@ def small(tmp_path, name="run", **kw) -> TrainConfig:
                 progress=False, tensorboard=False, plots=False, n_samples=32, checkpoint_every=3)
     base.update(kw)
     return resolve(TrainConfig(**base))
-
-
-def states_equal(a, b):
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu())
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(states_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(states_equal(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def metrics(trainer, n):

@@ -13,6 +13,8 @@ from wgan_ext.config import ConfigError, TrainConfig, resolve
 from wgan_ext.generate import main as generate_main
 from wgan_ext.train import Trainer, TrainingDiverged, build_parser, main
 
+from conftest import states_equal
+
 MODES = ["clip", "gp", "sn"]
 
 
@@ -148,16 +150,6 @@ def test_clip_before_order_clamps_at_the_start(tmp_path):
     assert max(p.abs().max().item() for p in t.critic.parameters()) > t.config.clip_value
 
 
-def _states_equal(a, b):
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_states_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_states_equal(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def test_linear_lr_decay_follows_the_iteration_and_resumes_exactly(tmp_path):
     kw = dict(lipschitz="gp", iters=4, lr_decay="linear", lr_d=2e-4, lr_g=1e-4)
     full = Trainer(small(tmp_path, "full", **kw))
@@ -175,7 +167,7 @@ def test_linear_lr_decay_follows_the_iteration_and_resumes_exactly(tmp_path):
     resumed = Trainer(cfgmod.from_dict(state["config"]), resume_state=state)
     resumed.train()
     for key in ("generator", "critic", "opt_g", "opt_d"):
-        assert _states_equal(full.state_dict()[key], resumed.state_dict()[key]), key
+        assert states_equal(full.state_dict()[key], resumed.state_dict()[key]), key
     # without decay the rate stays as configured
     const = Trainer(small(tmp_path, "const", lipschitz="gp", iters=2, lr_d=2e-4, lr_decay="none"))
     const.train()
@@ -200,7 +192,7 @@ def test_resume_is_bitwise_identical(tmp_path, mode, dataset):
     torch.manual_seed(1234)  # whatever happened to the global RNG in between must not matter
     resumed.train()
     for key in ("generator", "critic", "opt_g", "opt_d", "data", "noise_rng"):
-        assert _states_equal(full.state_dict()[key], resumed.state_dict()[key]), key
+        assert states_equal(full.state_dict()[key], resumed.state_dict()[key]), key
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(full.out)]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(part.out)]
 
@@ -228,7 +220,7 @@ def test_resume_on_another_device_type_continues_with_a_derived_noise_seed(tmp_p
         t.train()
         runs.append(t)
     assert runs[0].iteration == 4
-    assert _states_equal(runs[0].state_dict()["generator"], runs[1].state_dict()["generator"])
+    assert states_equal(runs[0].state_dict()["generator"], runs[1].state_dict()["generator"])
     # a checkpoint from before the device was recorded, and a state that does not fit: the same fallback
     state = saved_on_cuda()
     old = {k: v for k, v in state.items() if k != "noise_rng_device"}
