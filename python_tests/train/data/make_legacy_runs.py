@@ -1,6 +1,6 @@
 """Makes the legacy-run test data in python_tests/train/data/<commit>/: with the code of that commit, for each
-configuration below, a checkpoint written at generator iteration 3 and the metrics and final models of the
-uninterrupted 6-iteration run. python_tests/train/test_legacy_runs.py checks that today's code (a) gives the same
+configuration below, the checkpoint a 6-iteration run writes at generator iteration 3, and that run's metrics and
+final models. python_tests/train/test_legacy_runs.py checks that today's code (a) gives the same
 metrics and models from the same seeds and (b) resumes the old checkpoint to the same result.
 
     python python_tests/train/data/make_legacy_runs.py python_tests/train/data/<commit>     # run at <commit>, CPU
@@ -54,10 +54,16 @@ def main(dest: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             os.chdir(tmp)  # run folders relative to it: no machine's path is recorded in the checkpoints
             try:
-                Trainer(config(name, iters=3)).train()
-                shutil.copy(os.path.join("run", "checkpoints", "last.pt"), os.path.join(dest, f"{name}-it3.pt"))
-                shutil.rmtree("run")
                 t = Trainer(config(name))
+                save = t.save
+
+                def save_and_keep(t=t, save=save, name=name):  # the checkpoint at iteration 3, before 6 replaces it
+                    path = save()
+                    if t.iteration == 3:
+                        shutil.copy(path, os.path.join(dest, f"{name}-it3.pt"))
+                    return path
+
+                t.save = save_and_keep
                 t.train()
                 with open(os.path.join(dest, f"{name}-metrics.json"), "w") as f:
                     json.dump(metrics("run"), f, indent=1)
