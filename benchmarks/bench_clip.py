@@ -28,7 +28,7 @@ import common  # noqa: E402
 
 import wgan_ext  # noqa: E402
 from wgan_ext import _ops  # noqa: E402
-from wgan_ext.models import DCGANCritic  # noqa: E402
+from wgan_ext.train.models import DCGANCritic  # noqa: E402
 
 C = 0.01
 

@@ -34,7 +34,7 @@ import common  # noqa: E402
 
 import wgan_ext  # noqa: E402
 from wgan_ext import _ops  # noqa: E402
-from wgan_ext.models import DCGANCritic, MLPCritic  # noqa: E402
+from wgan_ext.train.models import DCGANCritic, MLPCritic  # noqa: E402
 
 C = 0.01
 LR = {"rmsprop": 5e-5, "adam": 1e-4}

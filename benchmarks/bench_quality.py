@@ -40,7 +40,7 @@ PUBLISHED = [  # (dataset, method, modes, HQ %) from the papers, as collected in
 
 
 def run_one(mode: str, dataset: str, seed: int, iters: int, quick: bool, device: str, folder: str) -> dict:
-    from wgan_ext.config import TrainConfig, resolve
+    from wgan_ext.train.config import TrainConfig, resolve
     from wgan_ext.eval import quality_key, spearman, w_estimate_at
     from wgan_ext.train import Trainer
 

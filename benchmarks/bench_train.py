@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 import wgan_ext  # noqa: E402
-from wgan_ext.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_  # noqa: E402
+from wgan_ext.train.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_  # noqa: E402
 
 N_CRITIC = 5
 CLIP = 0.01
@@ -145,7 +145,7 @@ class Loop:
 
 def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bool = False):
     """The trainer's own iteration (metrics included) on the same models and sizes, data from its toy source."""
-    from wgan_ext.config import TrainConfig, resolve
+    from wgan_ext.train.config import TrainConfig, resolve
     from wgan_ext.train import Trainer
 
     s = case_settings(case, quick)

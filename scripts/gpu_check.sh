@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a GPU machine (see README, "Checking the CUDA kernels on a GPU"), in one call that fits the lent machine's
+# On a GPU machine (see docs/gpu.md), in one call that fits the lent machine's
 # time: build in place; run the CUDA tests (every test marked `cuda`: kernels, fused optimizers, CUDA graphs) with
 # compute-sanitizer memcheck, synccheck and racecheck over the kernel tests alongside; then the benchmarks on CUDA,
 # those never measured on a GPU first (train, fused_optim), then torch.profiler tables of the GP/SN steps and the
@@ -84,8 +84,8 @@ step info "$LOG" 60 "$PY" -m wgan_ext.info --require-cuda
 export WGAN_EXT_REQUIRE_OPS=1 WGAN_EXT_EXPECT_CUDA_KERNELS=1
 SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 SHARE=${SANITIZER_SHARE:-170}
-KERNEL_TESTS="python_tests/test_fused_optim.py python_tests/test_clip.py python_tests/test_gradient_penalty.py
-python_tests/test_spectral_norm.py"
+KERNEL_TESTS="python_tests/library/test_fused_optim.py python_tests/library/test_clip.py python_tests/library/test_gradient_penalty.py
+python_tests/library/test_spectral_norm.py"
 pids=()
 if want tests || want suite; then
   marker=(-m cuda); want suite && marker=()
@@ -95,7 +95,7 @@ fi
 if want sanitizer; then
   for tool in memcheck synccheck racecheck; do
     files=$KERNEL_TESTS
-    [ "$tool" = racecheck ] && files="python_tests/test_spectral_norm.py python_tests/test_gradient_penalty.py"
+    [ "$tool" = racecheck ] && files="python_tests/library/test_spectral_norm.py python_tests/library/test_gradient_penalty.py"
     # shellcheck disable=SC2086
     step "sanitizer-$tool" "$OUT/.san-$tool.log" "$SHARE" "$SANITIZER" --tool "$tool" --error-exitcode 9 \
       --target-processes all "$PY" -m pytest $files -m cuda -q -p no:cacheprovider -k "not one_launch" &

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 profile_fn(f"SN critic forward, {case}, batch {shape[0]}, {name}", lambda m=model: m(x), device,
                            steps, rows)
-    from wgan_ext.config import TrainConfig, resolve
+    from wgan_ext.train.config import TrainConfig, resolve
     from wgan_ext.train import Trainer
 
     for mode in ("clip", "gp", "sn"):

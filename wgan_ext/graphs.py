@@ -1,4 +1,4 @@
-"""CUDA graphs for the trainer's steps (``wgan-train --cuda-graphs``).
+"""CUDA graphs for whole training steps (``GraphedStep``; the trainer's ``wgan-train --cuda-graphs``).
 
 A toy-sized WGAN on a GPU is launch-bound: a critic step with a gradient penalty is a few hundred small kernels, each
 costing more to launch from Python than to run. ``GraphedStep`` records one step (forward, the penalty's double
@@ -20,25 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConfigError
 
-
-class GraphsUnsupported(ConfigError):
-    """CUDA graphs were asked for where they cannot run (not on CUDA, several processes, an option they exclude)."""
-
-
-def check_supported(device: torch.device, world_size: int, fused_optimizer: bool) -> None:
-    """Raise GraphsUnsupported naming what is wrong when the trainer's steps cannot be captured here."""
-    if device.type != "cuda":
-        raise GraphsUnsupported(f"--cuda-graphs needs a CUDA device, but the run is on {device} (use --device cuda, "
-                                f"or leave --cuda-graphs off)")
-    if world_size > 1:
-        raise GraphsUnsupported(f"--cuda-graphs runs in one process; this run has {world_size} (torchrun): the "
-                                f"gradient all-reduce between processes is not captured")
-    if fused_optimizer:
-        raise GraphsUnsupported("--cuda-graphs with --fused-optimizer: the fused step takes the learning rate and "
-                                "step count as host numbers, which a graph would freeze; use the torch optimizer "
-                                "and the Clipper (the default) with --cuda-graphs")
+class GraphsUnsupported(ValueError):
+    """An optimizer or setting that CUDA graphs cannot capture; the message says which and why."""
 
 
 def prepare_optimizer(opt: torch.optim.Optimizer, tensor_lr: bool) -> None:

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import image_data
+from ..train.data import image_data
 
 __all__ = ["gaussian_stats", "frechet_distance", "DigitsClassifier", "digits_split", "digits_classifier",
            "clear_cache", "image_metrics", "inception_fid"]

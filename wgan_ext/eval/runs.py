@@ -1,12 +1,6 @@
-"""Evaluation of WGAN runs: exact Wasserstein-1 and mode coverage on toy data, a Fréchet classifier distance and
-class coverage on digits, and the paper's claim that the critic's estimate tracks sample quality.
+"""Evaluation of WGAN runs and checkpoints, and the paper's claim that the critic's estimate tracks sample quality.
+The metrics themselves: toy.py (exact W1, mode coverage), images.py (digits: Fréchet classifier distance).
 
-    wasserstein1(x, y)                          exact W1 between two point clouds (POT's ot.emd2, uniform weights,
-                                                Euclidean cost)
-    mode_coverage(samples, centers, std)        modes captured and fraction of high-quality samples (VEEGAN/PacGAN:
-                                                a sample is HQ within 3 std of its nearest mode; a mode is captured
-                                                when it is the nearest mode of at least one HQ sample)
-    toy_metrics(fake, dist, seed)               both, plus the real-vs-real W1 floor at the same n
     evaluate_samples(fake, dataset, ...)        the metrics of a dataset's kind (toy or digits)
     evaluate_run(run_dir)                       metrics of the last checkpoint, and the Spearman correlation between
                                                 the logged W estimate and the quality metric over the run (from
@@ -24,63 +18,10 @@ import sys
 import numpy as np
 import torch
 
-from .data import TOY_DATASETS, ToyDistribution, toy_distribution
+from ..train.data import TOY_DATASETS, toy_distribution
+from .toy import N_TOY, toy_metrics
 
-N_TOY = 2500  # samples per toy evaluation (the mode-collapse protocol's)
-QUALITY = {"toy": "w1", "digits": "fcd"}
-_FLOORS: dict = {}  # the quality metric (lower is better) correlated with the W estimate
-
-
-def _points(x, name: str) -> np.ndarray:
-    a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] < 1:
-        raise ValueError(f"{name} must be a (n, d) array of points with n >= 1, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} has non-finite values")
-    return a
-
-
-def wasserstein1(x, y) -> float:
-    """Exact W1 between the empirical distributions of x (n, d) and y (m, d): uniform weights, Euclidean cost."""
-    try:
-        import ot
-    except ImportError as e:
-        raise ImportError("the exact Wasserstein distance needs POT: pip install pot") from e
-    a, b = _points(x, "x"), _points(y, "y")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {a.shape[1]} and {b.shape[1]}")
-    from scipy.spatial.distance import cdist
-
-    cost = cdist(a, b)  # direct differences: ot.dist's |a|^2 + |b|^2 - 2ab form leaves ~1e-9 where points coincide
-    wa, wb = np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b))
-    return float(ot.emd2(wa, wb, cost, numItermax=10_000_000))
-
-
-def mode_coverage(samples, centers, std: float, k: float = 3.0) -> dict:
-    """Modes captured and the fraction of high-quality samples (within k·std of the nearest centre)."""
-    s, c = _points(samples, "samples"), _points(centers, "centers")
-    if not std > 0:
-        raise ValueError(f"std must be > 0, got {std}")
-    d = np.sqrt(((s[:, None, :] - c[None, :, :]) ** 2).sum(-1))
-    nearest = d.argmin(1)
-    hq = d[np.arange(len(s)), nearest] <= k * std
-    per_mode = np.bincount(nearest[hq], minlength=len(c))
-    return {"modes": int((per_mode > 0).sum()), "n_modes": len(c), "hq": float(hq.mean()),
-            "hq_per_mode": per_mode.tolist()}
-
-
-def toy_metrics(fake, dist: ToyDistribution, seed: int = 0) -> dict:
-    """W1 to a fresh real sample of the same size, the real-vs-real floor, and mode coverage (mixtures)."""
-    n = len(fake)
-    g = torch.Generator().manual_seed(seed)
-    real_a, real_b = dist.sample(n, g), dist.sample(n, g)
-    key = (dist.name, n, seed)
-    if key not in _FLOORS:  # the same reference samples every time: compute the floor once per process
-        _FLOORS[key] = wasserstein1(real_b, real_a)
-    out = {"n": n, "w1": wasserstein1(fake, real_a), "w1_floor": _FLOORS[key]}
-    if dist.centers is not None:
-        out.update(mode_coverage(fake, dist.centers, dist.std))
-    return out
+QUALITY = {"toy": "w1", "digits": "fcd"}  # the quality metric (lower is better) correlated with the W estimate
 
 
 def evaluate_samples(fake: torch.Tensor, dataset: str, seed: int = 0) -> dict:
@@ -88,11 +29,11 @@ def evaluate_samples(fake: torch.Tensor, dataset: str, seed: int = 0) -> dict:
     if dataset in TOY_DATASETS:
         return toy_metrics(fake, toy_distribution(dataset), seed)
     if dataset == "digits":
-        from .eval_images import image_metrics
+        from .images import image_metrics
 
         return image_metrics(fake)
     raise ValueError(f"no offline metric for {dataset!r}: toy data ({', '.join(TOY_DATASETS)}) and digits have "
-                     f"one; for other images see eval_images.inception_fid (needs torchmetrics and Inception "
+                     f"one; for other images see wgan_ext.eval.images.inception_fid (needs torchmetrics and Inception "
                      f"weights)")
 
 
@@ -133,11 +74,11 @@ def w_estimate_at(metrics: list[dict], iterations: list[int], window: int = 21) 
 def evaluate_run(path: str, n: int | None = None, seed: int = 0, device: str = "cpu") -> dict:
     """Metrics of a run's last checkpoint (or of a checkpoint file) and, for a run folder with eval.jsonl, the
     correlation between the critic's W estimate and the quality metric over the run."""
-    from .generate import generate, load_generator
+    from ..train.generate import generate, load_generator
 
     _, cfg = load_generator(path)
     dataset = cfg["dataset"]
-    from .checkpoint import load_checkpoint
+    from ..train.checkpoint import load_checkpoint
 
     iteration = load_checkpoint(path)["iteration"]
     n = n or (N_TOY if dataset in TOY_DATASETS else 1000)
@@ -166,7 +107,7 @@ def _plot_correlation(its, w, q, key, path) -> None:
         from matplotlib.figure import Figure
     except ImportError:
         return
-    from .plots import _save_figure
+    from ..train.plots import _save_figure
 
     fig = Figure(figsize=(7, 3.8), layout="constrained")
     ax = fig.subplots()
@@ -193,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("-o", "--output", default=None, help="JSON file to write (default RUN_DIR/eval.json)")
     args = p.parse_args(argv)
-    from .checkpoint import CheckpointError
+    from ..train.checkpoint import CheckpointError
 
     try:
         result = evaluate_run(args.path, n=args.n, seed=args.seed, device=args.device)
@@ -220,6 +161,3 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@
     load_config_file(path) -> dict   YAML (.yaml/.yml), TOML (.toml) or JSON (.json); keys are option names
     ConfigError                      a bad value; the message names the option, what was given and what is allowed
 
-Per-mode defaults (all overridable):
+Per-mode defaults (all overridable; each constraint's class in constraints/ holds its own):
     clip  RMSprop, lr 5e-5 (critic and generator), clip value c = 0.01, n_critic 5 (WGAN paper, Algorithm 1)
     gp    Adam, lr 1e-4, betas (0.5, 0.9), lambda 10 (toy data: 0.1), n_critic 5 (WGAN-GP official scripts)
     sn    Adam, lr 1e-4, betas (0.5, 0.9), n_critic 5
@@ -20,18 +20,16 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from .constraints import CONSTRAINTS, constraint_class
 from .data import DATASETS, IMAGE_DATASETS, TOY_DATASETS
+from .errors import ConfigError
 
-MODES = ("clip", "gp", "sn")
+MODES = tuple(CONSTRAINTS)  # the built-in constraints; --lipschitz accepts every registered one (CONSTRAINTS)
 MODELS = ("mlp", "dcgan")
 CRITIC_NORMS = ("batch", "layer", "none")
 OPTIMIZERS = ("rmsprop", "adam")
 DCGAN_SIZES = (32, 64)
 DIST_BACKENDS = ("auto", "gloo", "nccl")
-
-
-class ConfigError(ValueError):
-    """An invalid option value, found before training starts."""
 
 
 def _opt(default, help: str, **extra):  # noqa: A002
@@ -41,8 +39,8 @@ def _opt(default, help: str, **extra):  # noqa: A002
 @dataclass
 class TrainConfig:
     # what to train
-    lipschitz: str = _opt("gp", "Lipschitz constraint on the critic: clip (weight clipping, WGAN), gp (gradient "
-                                "penalty, WGAN-GP) or sn (spectral normalization)", choices=MODES)
+    lipschitz: str = _opt("gp", "Lipschitz constraint on the critic: " + ", ".join(
+        cls.summary for cls in CONSTRAINTS.values()), choices=CONSTRAINTS.keys())
     dataset: str = _opt("8gaussians", "training data: toy 2-D " + ", ".join(TOY_DATASETS) + "; images "
                         + ", ".join(IMAGE_DATASETS), choices=DATASETS)
     iters: int = _opt(1500, "generator iterations to train (the total, also when resuming)")
@@ -187,17 +185,15 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         c.image_size = {"digits": 8, "mnist": 32, "cifar10": 32}.get(c.dataset, 64)
     if c.model is None:
         c.model = "dcgan" if (not toy and c.image_size in DCGAN_SIZES) else "mlp"
+    mode = constraint_class(c.lipschitz)
     if c.critic_norm is None:
-        c.critic_norm = {"clip": "batch", "gp": "layer", "sn": "none"}[c.lipschitz]
+        c.critic_norm = mode.default_critic_norm
     if c.optimizer is None:
-        c.optimizer = "rmsprop" if c.lipschitz == "clip" else "adam"
-    # toy data with gp/sn: a 3x higher rate decayed linearly to 0 (measured on the ring benchmark, 2,000
-    # iterations: 87-89 % high-quality samples against 58 % with 1e-4 constant; README "Evaluation")
-    tuned_toy = toy and c.lipschitz in ("gp", "sn")
+        c.optimizer = mode.default_optimizer
     if c.lr_d is None:
-        c.lr_d = 5e-5 if c.lipschitz == "clip" else (3e-4 if tuned_toy else 1e-4)
+        c.lr_d = mode.default_lr(toy)
     if c.lr_decay is None:
-        c.lr_decay = "linear" if tuned_toy else "none"
+        c.lr_decay = mode.default_lr_decay(toy)
     if c.lr_g is None:
         c.lr_g = c.lr_d
     if c.beta1 is None:
@@ -272,10 +268,7 @@ def validate(c: TrainConfig) -> None:
             need(c.channels in (1, 3), "channels", "use 1 or 3")
     else:
         need(c.model == "mlp", "model", "toy 2-D data trains MLPs (--model mlp)")
-    if c.lipschitz == "gp" and c.model == "dcgan" and c.critic_norm == "batch":
-        raise ConfigError("--critic-norm: 'batch' with --lipschitz gp: BatchNorm mixes the samples of a batch, so "
-                          "the penalty is no longer per sample (and double backward through it is slow); use "
-                          "--critic-norm layer (the WGAN-GP paper) or none")
+    constraint_class(c.lipschitz).validate(c)
     if c.eval_every and c.dataset not in TOY_DATASETS and c.dataset != "digits":
         raise ConfigError(f"--eval-every: no offline quality metric for {c.dataset!r} (toy data and digits have one)")
     if c.fused_optimizer and (c.lipschitz != "clip" or c.clip_order != "after"):

@@ -1,6 +1,7 @@
 """Data-parallel training across processes (torchrun): what the trainer needs from torch.distributed, and no more.
 
     launch_info() -> (rank, world_size, local_rank)   from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (0, 1, 0 without)
+    pick_device(name) -> torch.device                  --device resolved; under torchrun cuda means cuda:LOCAL_RANK
     setup(config) -> Distributed                       check the config against the world size, init the process
                                                        group (gloo on CPU, NCCL on CUDA) when WORLD_SIZE > 1
     Distributed.current()                              the process group already set up (by setup or by the user),
@@ -40,7 +41,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
+from .errors import ConfigError
 
 _OWNED = False  # whether setup() created the process group (then shutdown() destroys it)
 
@@ -61,6 +63,25 @@ def launch_info() -> tuple[int, int, int]:
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"RANK={rank} and WORLD_SIZE={world} from the environment are inconsistent")
     return rank, world, local
+
+
+def pick_device(name: str) -> torch.device:
+    """The training device; under torchrun with several processes, auto and cuda mean cuda:LOCAL_RANK."""
+    _, world, local_rank = launch_info()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device: {name!r} asked for, but torch sees no CUDA device (use auto or cpu)")
+    if device.type == "cuda" and world > 1:
+        if device.index is not None:
+            raise ConfigError(f"--device: {name!r}: under torchrun each process takes cuda:LOCAL_RANK; use --device "
+                              f"cuda or auto (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} CUDA device(s): "
+                              f"start at most that many processes per node")
+        device = torch.device("cuda", local_rank)
+    return device
 
 
 @dataclass(frozen=True)

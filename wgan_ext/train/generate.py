@@ -17,21 +17,17 @@ import sys
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, from_dict
+from .config import from_dict
 from .data import TOY_DATASETS
-from .models import DCGANGenerator, MLPGenerator
+from .errors import ConfigError
+from .models import build_generator
 
 
 def load_generator(path: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The generator of a checkpoint (eval mode) and the checkpoint's config dict."""
     state = load_checkpoint(path)
     c = from_dict(state["config"])
-    shape = tuple(state["sample_shape"])
-    if c.model == "mlp":
-        g = MLPGenerator(c.nz, shape, hidden=c.hidden, depth=c.depth)
-    else:
-        g = DCGANGenerator(c.image_size, nz=c.nz, nc=shape[0], ngf=c.ngf, n_extra_layers=c.n_extra_layers,
-                           batchnorm=c.g_batchnorm)
+    g = build_generator(c, tuple(state["sample_shape"]))
     g.load_state_dict(state["generator"])
     return g.to(device).eval(), state["config"]
 
@@ -98,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         save_image_grid(x, out, nrow=args.nrow)
     print(f"wgan-generate: wrote {args.num} samples to {out}", file=sys.stderr)
     return 0
+
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ for 32 and 64 px images, with the DCGAN initialization. Critics end in a linear 
     MLPGenerator(nz, out_shape)                   MLPCritic(in_shape)
     DCGANGenerator(image_size, nz, nc, ngf, ...)  DCGANCritic(image_size, nc, ndf, norm="batch"|"layer"|"none", ...)
     dcgan_init_(model)                            conv and linear weights ~ N(0, 0.02), norm weights ~ N(1, 0.02)
+    build_models(config, shape)                   (generator, critic) for a resolved TrainConfig and a sample shape
+    build_generator(config, shape)                the generator alone (wgan-generate)
 """
 
 from __future__ import annotations
@@ -139,3 +141,21 @@ def dcgan_init_(model: nn.Module) -> nn.Module:
                 m.weight.normal_(1.0, 0.02)
                 m.bias.zero_()
     return model
+
+
+def build_generator(c, shape: tuple[int, ...]) -> nn.Module:
+    """The generator for a resolved TrainConfig `c` and a data sample shape (torch's default initialization)."""
+    if c.model == "mlp":
+        return MLPGenerator(c.nz, shape, hidden=c.hidden, depth=c.depth)
+    return DCGANGenerator(c.image_size, nz=c.nz, nc=shape[0], ngf=c.ngf, n_extra_layers=c.n_extra_layers,
+                          batchnorm=c.g_batchnorm)
+
+
+def build_models(c, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """Generator and critic for a resolved TrainConfig `c` and a data sample shape; DCGAN models get the DCGAN
+    initialization (after both are built: the order of the random draws is part of what a seed reproduces)."""
+    g = build_generator(c, shape)
+    if c.model == "mlp":
+        return g, MLPCritic(shape, hidden=c.hidden, depth=c.depth)
+    d = DCGANCritic(c.image_size, nc=shape[0], ndf=c.ndf, n_extra_layers=c.n_extra_layers, norm=c.critic_norm)
+    return dcgan_init_(g), dcgan_init_(d)

@@ -1,6 +1,6 @@
 """Data-parallel training under torchrun: two CPU processes with gloo, every mode.
 
-One torchrun launch (python_tests/_ddp_worker.py) trains small runs of clip, gp and sn on 2 ranks and saves what
+One torchrun launch (python_tests/train/_ddp_worker.py) trains small runs of clip, gp and sn on 2 ranks and saves what
 each rank ended with; the tests compare the ranks with each other (bitwise) and with the single-process run on the
 same global batch (within float32 round-off: the two halves' gradients are summed in a different order). Another
 launch runs the README's command line. Plus the pieces that need no processes: batch shares, the batch-size error.
@@ -14,13 +14,14 @@ import sys
 import pytest
 import torch
 
-from wgan_ext import distributed
-from wgan_ext.config import ConfigError, TrainConfig, resolve
-from wgan_ext.data import Batches, image_data, toy_distribution
+from wgan_ext.train import distributed
+from wgan_ext.train.config import ConfigError, TrainConfig, resolve
+from wgan_ext.train.data import Batches, image_data, toy_distribution
 from wgan_ext.train import Trainer, config_from_args, main
 
 MODES = ["clip", "gp", "sn"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 # float32 round-off only: measured max |DDP - single process| over all weights after 3-4 generator iterations is
 # 1.5e-8 to 9.6e-8 (clip, gp, sn). A wrong share, a missing average or a different sample moves weights by about a
 # learning-rate step (5e-5 to 1e-4): measured 4e-4 when both ranks used the same noise share.
@@ -30,7 +31,7 @@ ATOL = 2e-6
 
 
 def torchrun(*args, timeout=180):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the installed wgan_ext, as in the tests themselves
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -40,7 +41,7 @@ def torchrun(*args, timeout=180):
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    r = torchrun(os.path.join(ROOT, "python_tests", "_ddp_worker.py"), str(root))
+    r = torchrun(os.path.join(HERE, "_ddp_worker.py"), str(root))
     assert r.returncode == 0, r.stdout + r.stderr
     return root, [torch.load(root / f"rank{k}.pt", weights_only=True) for k in (0, 1)]
 
@@ -140,10 +141,10 @@ def test_nan_on_one_rank_stops_every_rank(ranks):
     assert r0["nan_guard"] is not None and "another process" in r0["nan_guard"]
 
 
-def test_the_readme_command_runs(tmp_path):
-    with open(os.path.join(ROOT, "README.md")) as f:
+def test_the_documented_command_runs(tmp_path):
+    with open(os.path.join(ROOT, "docs", "training.md")) as f:
         lines = [ln.strip() for ln in f if ln.strip().startswith("torchrun --standalone --nproc_per_node 2")]
-    assert lines, "README: no CPU two-process command"
+    assert lines, "docs/training.md: no CPU two-process command"
     args = lines[0].split("#")[0].split()[4:]  # after 'torchrun --standalone --nproc_per_node 2'
     assert args[:2] == ["-m", "wgan_ext.train"] and "--device" in args
     out = tmp_path / "run"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from wgan_ext.data import (DATASETS, IMAGE_DATASETS, TOY_DATASETS, Batches, DataError, ImageData, ToyDistribution,
+from wgan_ext.train.data import (DATASETS, IMAGE_DATASETS, TOY_DATASETS, Batches, DataError, ImageData, ToyDistribution,
                            image_data, toy_distribution)
 
 MIXTURES = ("8gaussians", "25gaussians", "ring", "grid")

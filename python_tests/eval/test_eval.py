@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from wgan_ext import eval as ev
-from wgan_ext.config import TrainConfig, resolve
-from wgan_ext.data import toy_distribution
+from wgan_ext.train.config import TrainConfig, resolve
+from wgan_ext.train.data import toy_distribution
 from wgan_ext.train import Trainer
 
 HQ_PERFECT = 1 - math.exp(-4.5)  # P(|N(0, I_2)| <= 3): a perfect sampler's HQ fraction, 0.98889
@@ -150,7 +150,7 @@ def test_eval_does_not_change_training(tmp_path):
 
 
 def test_eval_every_needs_an_offline_metric():
-    from wgan_ext.config import ConfigError
+    from wgan_ext.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="--eval-every"):
         resolve(TrainConfig(dataset="cifar10", eval_every=10, out="x"))

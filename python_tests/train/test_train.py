@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from wgan_ext import checkpoint as ckpt
-from wgan_ext import config as cfgmod
-from wgan_ext.config import ConfigError, TrainConfig, resolve
-from wgan_ext.generate import main as generate_main
+from wgan_ext.train import checkpoint as ckpt
+from wgan_ext.train import config as cfgmod
+from wgan_ext.train.config import ConfigError, TrainConfig, resolve
+from wgan_ext.train.generate import main as generate_main
 from wgan_ext.train import Trainer, TrainingDiverged, build_parser, main
 
 from conftest import states_equal
@@ -121,7 +121,7 @@ def test_fused_optimizer_matches_optimizer_plus_clipper(tmp_path, optimizer):
     fused = Trainer(small(tmp_path, "fused", fused_optimizer=True, **kw))
     fused.train()
     assert type(fused.opt_d).__name__ == {"rmsprop": "ClippedRMSprop", "adam": "ClippedAdam"}[optimizer]
-    assert fused.clipper is None
+    assert fused.constraint.clipper is None
     for a, b in zip(plain.critic.parameters(), fused.critic.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(plain.generator.parameters(), fused.generator.parameters()):

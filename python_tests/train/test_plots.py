@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from wgan_ext import plots
+from wgan_ext.train import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -258,8 +258,8 @@ def test_save_image_grid_fallback_matches_torchvision(tmp_path, monkeypatch, n, 
 
 def test_module_imports_without_matplotlib_and_says_what_to_install(tmp_path, monkeypatch):
     hide_modules(monkeypatch, "matplotlib", "matplotlib.figure", "matplotlib.image", "matplotlib.pyplot")
-    monkeypatch.delitem(sys.modules, "wgan_ext.plots")
-    fresh = importlib.import_module("wgan_ext.plots")
+    monkeypatch.delitem(sys.modules, "wgan_ext.train.plots")
+    fresh = importlib.import_module("wgan_ext.train.plots")
     assert fresh is not plots
     calls = [lambda p: fresh.plot_w_estimate([1, 2], [0.1, 0.2], p),
              lambda p: fresh.plot_losses([1, 2], {"loss_d": [0.1, 0.2]}, p),

@@ -10,8 +10,8 @@ import scipy.linalg
 import torch
 from sklearn.datasets import load_digits
 
-from wgan_ext import eval_images as ei
-from wgan_ext.data import image_data
+from wgan_ext.eval import images as ei
+from wgan_ext.train.data import image_data
 
 
 def random_psd(rng: np.random.Generator, d: int) -> np.ndarray:

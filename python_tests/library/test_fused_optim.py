@@ -143,7 +143,7 @@ def test_adam_matches_torch_adam_and_clamp(device, dtype, betas, weight_decay, c
 def test_a_real_critic_trains_like_torch(device):
     # A DCGAN critic's parameters (convolutions and BatchNorm) with gradients from a real backward pass: both
     # optimizers see the same gradients at each step (computed once, copied), so the comparison is of the steps.
-    from wgan_ext.models import DCGANCritic
+    from wgan_ext.train.models import DCGANCritic
 
     impl = impl_for(device)
     torch.manual_seed(0)
@@ -564,7 +564,7 @@ def test_cuda_launch_plan_for_several_lists_covers_every_chunk_once(depth, max_t
 def test_cuda_one_launch_for_a_dcgan_critic(cls):
     from torch.profiler import ProfilerActivity, profile
 
-    from wgan_ext.models import DCGANCritic
+    from wgan_ext.train.models import DCGANCritic
 
     params = list(DCGANCritic(64).cuda().parameters())
     for p in params:

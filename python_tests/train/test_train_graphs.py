@@ -1,17 +1,16 @@
-"""CUDA graphs in the trainer (--cuda-graphs, wgan_ext/graphs.py).
+"""CUDA graphs in the trainer (--cuda-graphs; GraphedStep itself: library/test_graphs.py).
 
-On the CPU: the refusals, the GraphedStep data flow, the portable optimizer state, and the trainer's graph-mode
-data flow (inputs drawn outside the step, static buffers) bitwise against eager -- everything but the capture.
+On the CPU: the refusals and the trainer's graph-mode data flow (inputs drawn outside the step, static buffers) bitwise against eager -- everything but the capture.
 On a GPU (marked cuda): captured and replayed steps against eager in every mode, and their checkpoints."""
 
 import pytest
 import torch
 
-from wgan_ext import checkpoint as ckpt
-from wgan_ext import config as cfgmod
-from wgan_ext import graphs
-from wgan_ext.config import ConfigError, TrainConfig, resolve
 from wgan_ext.train import Trainer, main
+from wgan_ext.train import checkpoint as ckpt
+from wgan_ext.train import config as cfgmod
+from wgan_ext.train import trainer as trainer_module
+from wgan_ext.train.config import ConfigError, TrainConfig, resolve
 
 from conftest import needs_cuda, states_equal
 
@@ -43,15 +42,17 @@ def test_cli_refuses_cuda_graphs_on_the_cpu(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("cpu", 1, False), "needs a CUDA device"),
-    (("cuda", 2, False), "runs in one process; this run has 2"),
-    (("cuda", 1, True), "--fused-optimizer"),
+    (("cpu", 1, "gp"), "needs a CUDA device"),
+    (("cuda", 2, "gp"), "runs in one process; this run has 2"),
+    (("cuda", 1, "fused"), "--fused-optimizer"),
 ])
 def test_check_supported_names_the_problem(args, message):
-    device, world, fused = args
+    device, world, mode = args
+    kw = dict(lipschitz="clip", fused_optimizer=True) if mode == "fused" else dict(lipschitz=mode)
     with pytest.raises(ConfigError, match=message):
-        graphs.check_supported(torch.device(device), world, fused)
-    graphs.check_supported(torch.device("cuda"), 1, False)  # the supported case raises nothing
+        trainer_module.check_graphs_supported(resolve(TrainConfig(**kw)), torch.device(device), world)
+    for mode in ("clip", "gp", "sn"):  # the supported cases raise nothing
+        trainer_module.check_graphs_supported(resolve(TrainConfig(lipschitz=mode)), torch.device("cuda"), 1)
 
 
 def test_cuda_graphs_is_a_boolean_option_and_resumable():
@@ -60,69 +61,11 @@ def test_cuda_graphs_is_a_boolean_option_and_resumable():
     assert "cuda_graphs" in cfgmod.RESUMABLE
 
 
-# ------------------------------------------------------------------------------------------------ GraphedStep
-def test_graphed_step_without_capture_runs_on_static_buffers():
-    seen = []
-
-    def fn(x, y):
-        seen.append((x.data_ptr(), y.data_ptr()))
-        return {"sum": x + y}
-
-    step = graphs.GraphedStep(fn, capture=False)
-    a, b = torch.ones(3), torch.full((3,), 2.0)
-    assert torch.equal(step(a, b)["sum"], torch.full((3,), 3.0))
-    assert torch.equal(step(torch.zeros(3), b)["sum"], b)  # new values reach fn through the same buffers
-    assert seen[0] == seen[1] and seen[0] != (a.data_ptr(), b.data_ptr())
-    assert step.calls == 2 and step.graph is None and step.replays == 0
-    with pytest.raises(ValueError, match=r"input 0 is \(4,\).*recorded with \(3,\)"):
-        step(torch.ones(4), b)
-    with pytest.raises(ValueError, match="called with 1 inputs, recorded with 2"):
-        step(a)
-    with pytest.raises(ValueError, match="warmup must be >= 1"):
-        graphs.GraphedStep(fn, capture=False, warmup=0)
-
-
-# ------------------------------------------------------------------------------------------------ optimizers
-@pytest.mark.parametrize("kind", ["rmsprop", "adam"])
-def test_portable_state_dict_is_the_plain_optimizers(kind):
-    torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.randn(5))
-    make = (lambda ps: torch.optim.RMSprop(ps, lr=1e-3)) if kind == "rmsprop" else (
-        lambda ps: torch.optim.Adam(ps, lr=1e-3, betas=(0.5, 0.9)))
-    opt = make([p])
-    p.grad = torch.randn(5)
-    opt.step()
-    plain = opt.state_dict()
-    graphs.prepare_optimizer(opt, tensor_lr=True)
-    group = opt.param_groups[0]
-    assert group["capturable"] is True and isinstance(group["lr"], torch.Tensor)
-    graphs.set_lr(group, 5e-4)
-    assert group["lr"].item() == pytest.approx(5e-4)
-    portable = graphs.portable_state_dict(opt)
-    assert opt.param_groups[0]["capturable"] is True  # the live optimizer is left as it is
-    assert portable["param_groups"][0]["lr"] == pytest.approx(5e-4)
-    assert isinstance(portable["param_groups"][0]["lr"], float)
-    expected = {**plain["param_groups"][0], "lr": portable["param_groups"][0]["lr"]}
-    assert portable["param_groups"][0] == expected
-    assert states_equal(portable["state"], plain["state"])
-    fresh = make([torch.nn.Parameter(p.detach().clone())])
-    fresh.load_state_dict(portable)  # loads into torch's own optimizer
-    assert fresh.param_groups[0]["capturable"] is False
-    graphs.set_lr(fresh.param_groups[0], 1e-2)
-    assert fresh.param_groups[0]["lr"] == 1e-2
-
-
-def test_prepare_optimizer_refuses_one_without_a_capturable_mode():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
-    with pytest.raises(ConfigError, match="SGD has no capturable mode"):
-        graphs.prepare_optimizer(opt, tensor_lr=False)
-
-
 # ------------------------------------------------------------------------------------------------ trainer, CPU
 @pytest.fixture
 def graphs_on_cpu(monkeypatch):
     """Let --cuda-graphs through on the CPU: the graph-mode data flow runs without the capture."""
-    monkeypatch.setattr(graphs, "check_supported", lambda *args: None)
+    monkeypatch.setattr(trainer_module, "check_graphs_supported", lambda *args: None)
 
 
 @pytest.mark.parametrize("kw", [dict(lipschitz="clip"), dict(lipschitz="clip", clip_order="before"),
@@ -163,33 +106,6 @@ def test_a_graph_run_resumes_without_graphs_and_back(tmp_path, graphs_on_cpu):
     again.train()
     for key in ("generator", "critic", "opt_g", "opt_d", "data", "noise_rng"):
         assert states_equal(full.state_dict()[key], again.state_dict()[key]), key
-
-
-@pytest.mark.cuda
-@needs_cuda
-def test_a_step_that_cannot_be_captured_fails_with_a_clear_message():
-    def syncs(x):
-        return x * float(x.sum().item())  # a host read: refused during capture
-
-    step = graphs.GraphedStep(syncs, capture=True, warmup=1)
-    x = torch.ones(4, device="cuda")
-    assert torch.equal(step(x), torch.full((4,), 4.0, device="cuda"))  # the eager warm-up call works
-    with pytest.raises(RuntimeError, match="CUDA graph capture of syncs failed.*without CUDA graphs"):
-        step(x)
-
-
-@pytest.mark.cuda
-@needs_cuda
-def test_graphed_step_replays_new_inputs_on_the_gpu():
-    def fn(x, y):
-        return {"out": x * 2 + y}
-
-    step = graphs.GraphedStep(fn, capture=True, warmup=2)
-    for i in range(6):
-        x, y = torch.full((5,), float(i), device="cuda"), torch.arange(5.0, device="cuda")
-        out = step(x, y)["out"]
-        torch.testing.assert_close(out, 2 * x + y)
-    assert step.graph is not None and step.replays == 4
 
 
 # ------------------------------------------------------------------------------------------------ trainer, GPU

@@ -1,7 +1,7 @@
 """Run by test_distributed.py under torchrun (one process per rank): trains small runs of every mode through the
 trainer's own setup and writes what each rank ended with to RESULTS/rank<R>.pt for the test to compare.
 
-    torchrun --standalone --nproc_per_node 2 python_tests/_ddp_worker.py RESULTS
+    torchrun --standalone --nproc_per_node 2 python_tests/train/_ddp_worker.py RESULTS
 """
 
 import os
@@ -10,9 +10,8 @@ import sys
 
 import torch
 
-from wgan_ext import distributed
-from wgan_ext.config import TrainConfig, resolve
-from wgan_ext.train import Trainer, TrainingDiverged, config_from_args, pick_device
+from wgan_ext.train import Trainer, TrainingDiverged, config_from_args, distributed, pick_device
+from wgan_ext.train.config import TrainConfig, resolve
 
 MODES = ("clip", "gp", "sn")
 

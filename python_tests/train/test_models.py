@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import wgan_ext
-from wgan_ext.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_
+from wgan_ext.train.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_
 
 
 @pytest.mark.parametrize("image_size", [32, 64])

@@ -1,0 +1,481 @@
+"""The training loop: Algorithm 1 of the WGAN paper, with the Lipschitz constraint as a piece (constraints/).
+
+    Trainer(resolve(TrainConfig(...))).train()      a run to config.iters generator iterations
+    Trainer(config, resume_state=load_checkpoint(run))   the same run continued from its checkpoint
+
+Each generator iteration: n_critic critic steps (data batch, noise, the constraint's extra inputs drawn outside the
+step; critic loss -(E[D(real)] - E[D(fake)]) plus the constraint's term), then one generator step. The loop does
+not know which constraint it runs: the constraint object sets itself up on the critic and its optimizer, adds its
+term to the critic loss and names what it logs. It only uses the public drop-ins that users put into their own
+loops (``Clipper``, ``gradient_penalty``, ``apply_spectral_norm``, ``graphs.GraphedStep``).
+
+Run folder: config.json (the resolved options), metrics.jsonl (one line per generator iteration), plots/ (W
+estimate curve, losses, samples), checkpoints/last.pt (atomic), tb/ (TensorBoard events, when installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from .. import graphs
+from .checkpoint import FORMAT, LAST, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .constraints import Constraint, constraint_class
+from .data import TOY_DATASETS, Batches, image_data, toy_distribution
+from .distributed import Distributed, pick_device
+from .errors import ConfigError, TrainingDiverged
+from .models import build_models
+from .optimizers import make_optimizer
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def build_data(c: TrainConfig):
+    """(source for Batches, sample shape, the toy distribution or None)."""
+    if c.dataset in TOY_DATASETS:
+        dist = toy_distribution(c.dataset)
+        return dist, (2,), dist
+    data = image_data(c.dataset, root=c.data_root, image_size=c.image_size, channels=c.channels,
+                      download=c.download)
+    return data, tuple(data.shape), None
+
+
+def check_graphs_supported(c: TrainConfig, device: torch.device, world_size: int) -> None:
+    """Raise ConfigError naming what is wrong when --cuda-graphs cannot capture this run's steps."""
+    if device.type != "cuda":
+        raise ConfigError(f"--cuda-graphs needs a CUDA device, but the run is on {device} (use --device cuda, "
+                          f"or leave --cuda-graphs off)")
+    if world_size > 1:
+        raise ConfigError(f"--cuda-graphs runs in one process; this run has {world_size} (torchrun): the "
+                          f"gradient all-reduce between processes is not captured")
+    why = constraint_class(c.lipschitz).graphs_unsupported(c)
+    if why:
+        raise ConfigError(why)
+
+
+class Trainer:
+    """One WGAN training run for a resolved config. ``train()`` runs to ``config.iters`` generator iterations."""
+
+    def __init__(self, config: TrainConfig, resume_state: dict | None = None):
+        self.config = c = config
+        self.device = pick_device(c.device)
+        # data-parallel: this process's rank and share of each global batch (everything below is the same on every
+        # rank: seeds, models, data and noise streams; see distributed.py)
+        self.dist = Distributed.current()
+        self.share = self.dist.shard(c.batch_size)
+        self.out = c.out
+        torch.manual_seed(c.seed)
+        source, self.shape, self.toy = build_data(c)
+        self.generator, self.critic = build_models(c, self.shape)
+        self.generator.to(self.device)
+        self.critic.to(self.device)
+        self.constraint: Constraint = constraint_class(c.lipschitz)(c, self.critic, self.device)
+        if c.cuda_graphs:
+            check_graphs_supported(c, self.device, self.dist.world_size)
+        self.opt_g = make_optimizer(c, self.generator.parameters(), c.lr_g)
+        self.opt_d = self.constraint.critic_optimizer(self.critic.parameters())
+        self.constraint.attach(self.opt_d)
+        self.batches = Batches(source, c.batch_size, seed=c.seed, device=self.device, num_workers=c.num_workers,
+                               rank=self.dist.rank, world_size=self.dist.world_size)
+        # noise and the constraint's random inputs: their own generator on the training device, saved in checkpoints
+        self.noise_rng = torch.Generator(self.device).manual_seed(c.seed + 1)
+        fixed = torch.Generator().manual_seed(c.seed + 2)
+        self.fixed_noise = torch.randn(c.n_samples, c.nz, generator=fixed)
+        self.iteration = 0
+        self.elapsed = 0.0
+        self.last_checkpoint: str | None = None
+        self._params_finite: list[bool] | None = None  # read with the metrics by iteration_step, for check_finite
+        self._eval_noise: torch.Tensor | None = None
+        if resume_state is not None:
+            self._load_state(resume_state)
+        # --cuda-graphs: both steps recorded once and replayed (wgan_ext.graphs); capturable optimizers on the GPU
+        self.critic_graph = self.generator_graph = None
+        if c.cuda_graphs:
+            capture = self.device.type == "cuda"
+            self.critic_graph = graphs.GraphedStep(self._critic_update, capture=capture)
+            self.generator_graph = graphs.GraphedStep(self._generator_update, capture=capture)
+            if capture:
+                for opt in (self.opt_d, self.opt_g):
+                    graphs.prepare_optimizer(opt, tensor_lr=c.lr_decay != "none")
+        # every replica starts from rank 0's parameters and buffers (SN's u, v included)
+        for model in (self.generator, self.critic):
+            self.dist.broadcast_state(model)
+
+    # ----------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"format": FORMAT, "config": self.config.to_dict(), "iteration": self.iteration,
+                "elapsed": self.elapsed, "generator": self.generator.state_dict(),
+                "critic": self.critic.state_dict(),
+                # as the plain optimizers save it, whether or not --cuda-graphs made them capturable
+                "opt_g": graphs.portable_state_dict(self.opt_g), "opt_d": graphs.portable_state_dict(self.opt_d),
+                "constraint": self.constraint.state_dict(),
+                "data": self.batches.state_dict(),
+                "noise_rng": self.noise_rng.get_state(), "noise_rng_device": self.noise_rng.device.type,
+                "fixed_noise": self.fixed_noise, "rng": rng_state(),
+                "sample_shape": list(self.shape),
+                "torch_version": str(torch.__version__)}
+
+    def _load_state(self, s: dict) -> None:
+        self.generator.load_state_dict(s["generator"])
+        self.critic.load_state_dict(s["critic"])
+        self.opt_g.load_state_dict(s["opt_g"])
+        self.opt_d.load_state_dict(s["opt_d"])
+        self.constraint.load_state_dict(s.get("constraint", {}))  # absent in checkpoints before the constraints
+        self.batches.load_state_dict(s["data"])
+        self._set_noise_state(s["noise_rng"], s.get("noise_rng_device"))
+        self.fixed_noise = s["fixed_noise"]
+        self.iteration = s["iteration"]
+        self.elapsed = s["elapsed"]
+        set_rng_state(s["rng"])
+
+    def _set_noise_state(self, state: torch.Tensor, saved_on: str | None) -> None:
+        """Restore the noise generator. A run resumed on another device type (--device may change on resume) cannot
+        take the saved state (a CUDA generator's is not a CPU one's): its noise stream then goes on from a seed derived
+        from the saved state, the same on every rank, and a warning says so."""
+        here = self.noise_rng.device.type
+        if saved_on in (None, here):
+            try:
+                self.noise_rng.set_state(state)
+                return
+            except RuntimeError:
+                if saved_on is not None:
+                    raise
+        seed = int.from_bytes(hashlib.sha256(state.cpu().numpy().tobytes()).digest()[:8], "little") >> 1
+        self.noise_rng.manual_seed(seed)
+        warnings.warn(f"resuming on {here} a run whose noise generator was on {saved_on or 'another device'}: its "
+                      f"state does not carry over, so the noise goes on from a seed derived from it (the run continues, but "
+                      f"not with the noise the original device would have drawn)", RuntimeWarning, stacklevel=3)
+
+    def save(self) -> str:
+        path = os.path.join(self.out, LAST)
+        save_checkpoint(self.state_dict(), path)
+        self.last_checkpoint = path
+        return path
+
+    # ----------------------------------------------------------------------------------------------- steps
+    def critic_iterations(self, it: int) -> int:
+        """Critic iterations for generator iteration `it` (0-based)."""
+        if self.config.diters_schedule == "official" and (it < 25 or it % 500 == 0):
+            return 100
+        return self.config.n_critic
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.nz, generator=self.noise_rng, device=self.device)
+
+    def _local(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's share of a global batch drawn identically on every rank (all of it in one process)."""
+        return x[self.share] if self.dist.enabled else x
+
+    def critic_step(self) -> dict:
+        """One critic update. Its random inputs are drawn here, in this order: the data batch, the noise, the
+        constraint's extra inputs (drawn here only where they must be inputs: several processes or a CUDA graph;
+        otherwise the step draws the same values itself)."""
+        c = self.config
+        real = self.batches.next()  # this rank's share of the global batch
+        noise = self._local(self._noise(c.batch_size))
+        explicit = self.dist.enabled or self.critic_graph is not None
+        extra = [self._local(x) for x in self.constraint.extra_inputs(c.batch_size, self.noise_rng, explicit)]
+        if self.critic_graph is not None:
+            return self.critic_graph(real, noise, *extra)
+        return self._critic_update(real, noise, *extra)
+
+    def _critic_update(self, real: torch.Tensor, noise: torch.Tensor, *extra: torch.Tensor) -> dict:
+        """The critic update on given inputs (what --cuda-graphs records): no host synchronization in here."""
+        self.constraint.before_critic_step()
+        with torch.no_grad():
+            fake = self.generator(noise)
+        # means over the local share; the averaged gradient is that of the global mean (equal shares)
+        w = self.critic(real).mean() - self.critic(fake).mean()
+        loss = -w
+        term, out = self.constraint.critic_loss(self.critic, real, fake, list(extra), self.noise_rng)
+        if term is not None:
+            loss = loss + term
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.dist.average_gradients(self.critic.parameters())
+        self.opt_d.step()  # an attached Clipper clamps here (the paper's order)
+        out["w_estimate"] = w.detach()
+        out["loss_d"] = loss.detach()
+        return out
+
+    def generator_step(self) -> torch.Tensor:
+        noise = self._local(self._noise(self.config.batch_size))
+        if self.generator_graph is not None:
+            return self.generator_graph(noise)
+        return self._generator_update(noise)
+
+    def _generator_update(self, noise: torch.Tensor) -> torch.Tensor:
+        for p in self.critic.parameters():
+            p.requires_grad_(False)
+        try:
+            loss = -self.critic(self.generator(noise)).mean()
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.dist.average_gradients(self.generator.parameters())
+            self.opt_g.step()
+        finally:
+            for p in self.critic.parameters():
+                p.requires_grad_(True)
+        return loss.detach()
+
+    def set_learning_rates(self) -> None:
+        """The configured lr of both optimizers, scaled for the current iteration by --lr-decay (a function of the
+        iteration alone, so a resumed run continues the same schedule)."""
+        c = self.config
+        scale = max(0.0, 1.0 - self.iteration / c.iters) if c.lr_decay == "linear" else 1.0
+        for opt, lr in ((self.opt_d, c.lr_d), (self.opt_g, c.lr_g)):
+            for group in opt.param_groups:
+                graphs.set_lr(group, lr * scale)  # in place where a CUDA graph reads it
+
+    def iteration_step(self) -> dict:
+        """One generator iteration: n_critic critic steps, then one generator step. Returns its metrics."""
+        if self.config.lr_decay != "none":
+            self.set_learning_rates()
+        d_iters = self.critic_iterations(self.iteration)
+        for _ in range(d_iters):
+            last = self.critic_step()
+        loss_g = self.generator_step()
+        if self.dist.enabled:
+            # logged values are those of the global batch: 0-dim outputs averaged over the ranks (equal shares),
+            # per-sample ones gathered in the global batch's order
+            keys = [k for k, v in last.items() if v.dim() == 0]
+            means = self.dist.mean(torch.stack([last[k].float() for k in keys] + [loss_g.float()]))
+            last = {**last, **dict(zip(keys, means[:-1])),
+                    **{k: self.dist.gather(v) for k, v in last.items() if v.dim() == 1}}
+            loss_g = means[-1]
+            for model in (self.generator, self.critic):  # BatchNorm running stats: rank 0's everywhere
+                self.dist.broadcast_state(model, buffers_of=_BATCHNORMS)
+        # every logged number and the parameters' finiteness (for check_finite) in one device-to-host transfer: each
+        # .item() would wait for the device, and a generator iteration logs up to a dozen numbers
+        scalars = {"w_estimate": last["w_estimate"], "loss_d": last["loss_d"], "loss_g": loss_g,
+                   **self.constraint.metrics(last)}
+        vectors = self.constraint.vectors()
+        parts = [torch.stack([v.detach().reshape(()).double() for v in scalars.values()]),
+                 *(v.detach().reshape(-1) for v in vectors.values()), self._finite_flags().double()]
+        values = torch.cat([p.to(self.device) for p in parts]).tolist()
+        m = {"iteration": self.iteration + 1, **dict(zip(scalars, values)), "critic_iters": d_iters}
+        rest = values[len(scalars):]
+        for name, v in vectors.items():
+            vals, rest = rest[:v.numel()], rest[v.numel():]
+            m.update({f"{name}_mean": sum(vals) / len(vals), f"{name}_min": min(vals), f"{name}_max": max(vals)})
+        self._params_finite = [bool(v) for v in rest]
+        return m
+
+    def _named_parameters(self) -> list[tuple[str, str, torch.Tensor]]:
+        return [(label, name, p) for label, model in (("critic", self.critic), ("generator", self.generator))
+                for name, p in model.named_parameters()]
+
+    def _finite_flags(self) -> torch.Tensor:
+        """Per parameter of the critic, then of the generator: whether all its values are finite (no sync). amax and
+        amin propagate NaN and reach +-inf, so two plain reductions decide it: 8x faster than isfinite(p).all(), which
+        writes a temporary the size of p (measured: 0.18 against 1.5 ms per iteration for the toy MLPs, CPU)."""
+        flags = []
+        for _, _, p in self._named_parameters():
+            p = p.detach()
+            flags.append(torch.isfinite(torch.stack([p.amax(), p.amin()])).all() if p.numel()
+                         else torch.ones((), dtype=torch.bool, device=p.device))
+        return torch.stack(flags)
+
+    def check_finite(self, m: dict) -> None:
+        """Raise TrainingDiverged when a metric or parameter is non-finite, on every rank when on any (no hang).
+        Uses the parameters' finiteness read with the metrics by the last iteration_step, else reads it now."""
+        flags, self._params_finite = self._params_finite, None
+        problem = self._non_finite(m, flags)
+        if self.dist.any(problem is not None, self.device):
+            raise TrainingDiverged(problem or f"generator iteration {m['iteration']}: another process's values "
+                                              f"became non-finite")
+
+    def _non_finite(self, m: dict, flags: list[bool] | None = None) -> str | None:
+        bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            return (f"generator iteration {m['iteration']}: {', '.join(bad)} became non-finite "
+                    f"({', '.join(f'{k}={m[k]}' for k in bad)})")
+        named = self._named_parameters()
+        if flags is None:
+            flags = self._finite_flags().tolist()  # one sync
+        for label in ("critic", "generator"):
+            names = [n for (lab, n, _), good in zip(named, flags) if lab == label and not good]
+            if names:
+                return (f"generator iteration {m['iteration']}: {label} parameter(s) {', '.join(names[:5])} became "
+                        f"non-finite")
+        return None
+    # ----------------------------------------------------------------------------------------------- run
+    def train(self) -> dict | None:
+        """Train to config.iters generator iterations. Returns the last metrics (None if nothing to do).
+
+        In a data-parallel run every rank trains; rank 0 alone writes the run folder (config, metrics, TensorBoard,
+        checkpoints, evaluations, plots) and shows the progress bar."""
+        c = self.config
+        writes = self.dist.is_main
+        metrics_path = os.path.join(self.out, "metrics.jsonl")
+        writer = bar = None
+        if writes:
+            os.makedirs(self.out, exist_ok=True)
+            with open(os.path.join(self.out, "config.json"), "w") as f:
+                json.dump(c.to_dict(), f, indent=2)
+            _truncate_metrics(metrics_path, self.iteration)
+            _truncate_metrics(os.path.join(self.out, "eval.jsonl"), self.iteration)
+            writer = _tensorboard(os.path.join(self.out, "tb")) if c.tensorboard else None
+            bar = _progress(c.iters, self.iteration, c.progress)
+        last = None
+        self.generator.train()
+        self.critic.train()
+        try:
+            with open(metrics_path, "a") if writes else contextlib.nullcontext() as log:
+                while self.iteration < c.iters:
+                    t0 = time.perf_counter()
+                    m = self.iteration_step()
+                    self.check_finite(m)
+                    self.iteration += 1
+                    self.elapsed += time.perf_counter() - t0
+                    m["seconds"] = round(self.elapsed, 4)
+                    last = m
+                    if not writes:
+                        continue
+                    log.write(json.dumps(m) + "\n")
+                    log.flush()
+                    if writer is not None:
+                        for k, v in m.items():
+                            if k != "iteration":
+                                writer.add_scalar(k, v, self.iteration)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(W=f"{m['w_estimate']:.4f}", refresh=False)
+                    final = self.iteration == c.iters
+                    if final or self.iteration % c.checkpoint_every == 0:
+                        self.save()
+                    if c.eval_every and (final or self.iteration % c.eval_every == 0):
+                        self.evaluate()
+                    if c.plots and (final or (c.plot_every and self.iteration % c.plot_every == 0)):
+                        self.plot(writer)
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        return last
+
+    def evaluate(self) -> dict:
+        """Sample quality now (fixed noise, no RNG touched), appended to out/eval.jsonl."""
+        from ..eval.runs import N_TOY, evaluate_samples
+
+        if self._eval_noise is None:
+            n = N_TOY if self.toy is not None else 1000
+            self._eval_noise = torch.randn(n, self.config.nz, generator=torch.Generator().manual_seed(
+                self.config.seed + 5))
+        m = {"iteration": self.iteration,
+             **evaluate_samples(self.sample(noise=self._eval_noise), self.config.dataset, self.config.seed)}
+        m = {k: v for k, v in m.items() if not isinstance(v, list)}
+        with open(os.path.join(self.out, "eval.jsonl"), "a") as f:
+            f.write(json.dumps(m) + "\n")
+        return m
+
+    @torch.no_grad()
+    def sample(self, n: int | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Generator samples in eval mode (touches no RNG when `noise` is given)."""
+        if noise is None:
+            noise = self._noise(n)
+        was = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(noise.to(self.device)).float().cpu()
+        finally:
+            self.generator.train(was)
+
+    def plot(self, writer=None) -> None:
+        """Plots of the run so far into out/plots (no RNG is touched, so plotting never changes training)."""
+        try:
+            from . import plots
+        except ImportError:
+            return
+        folder = os.path.join(self.out, "plots")
+        try:
+            its, series = _read_metrics(os.path.join(self.out, "metrics.jsonl"))
+            if its:
+                plots.plot_w_estimate(its, series["w_estimate"], os.path.join(folder, "w_estimate.png"),
+                                      title=f"{self.config.dataset}, {self.config.lipschitz}")
+                keys = [k for k in ("loss_d", "loss_g", "grad_norm_mean", "clip_saturation", "sigma_max")
+                        if k in series]
+                plots.plot_losses(its, {k: series[k] for k in keys}, os.path.join(folder, "losses.png"))
+            fake = self.sample(noise=self.fixed_noise)
+            name = f"samples_{self.iteration:06d}.png"
+            if self.toy is not None:
+                real = self.toy.sample(self.config.n_samples, torch.Generator().manual_seed(self.config.seed + 3))
+                was = self.critic.training
+                self.critic.eval()
+                try:
+                    for target in (name, "samples.png"):
+                        plots.plot_toy(real, fake, os.path.join(folder, target), critic=self.critic,
+                                       centers=self.toy.centers,
+                                       title=f"{self.config.dataset}, {self.config.lipschitz}, "
+                                             f"iteration {self.iteration}")
+                finally:
+                    self.critic.train(was)
+            else:
+                for target in (name, "samples.png"):
+                    plots.save_image_grid(fake, os.path.join(folder, target))
+                if writer is not None:
+                    import torchvision
+
+                    writer.add_image("samples", torchvision.utils.make_grid(fake, normalize=True,
+                                                                            value_range=(-1, 1)), self.iteration)
+        except ImportError as e:  # matplotlib missing: training goes on without plots
+            warnings.warn(f"no plots: {e}", RuntimeWarning, stacklevel=2)
+
+
+def _read_metrics(path: str) -> tuple[list[int], dict[str, list[float]]]:
+    its, series = [], {}
+    if not os.path.exists(path):
+        return its, series
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            m = json.loads(line)
+            its.append(m["iteration"])
+            for k, v in m.items():
+                if k != "iteration":
+                    series.setdefault(k, []).append(v)
+    return its, series
+
+
+def _truncate_metrics(path: str, iteration: int) -> None:
+    """Drop lines after `iteration` (a resumed run continues from its checkpoint, not from the last line)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln)["iteration"] <= iteration]
+    if len(keep) != len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+
+
+def _tensorboard(folder: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(folder)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="it", desc="generator iterations", dynamic_ncols=True,
+                mininterval=0.5)
