@@ -15,9 +15,9 @@ from .config import TrainConfig, from_dict, resolve
 from .constraints import CONSTRAINTS, Constraint
 from .data import DataError
 from .distributed import pick_device
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, Stopped, TrainingDiverged
 from .trainer import Trainer
 
-__all__ = ["CONSTRAINTS", "CheckpointError", "ConfigError", "Constraint", "DataError", "TrainConfig", "Trainer",
-           "TrainingDiverged", "build_parser", "config_from_args", "from_dict", "load_checkpoint", "main",
+__all__ = ["CONSTRAINTS", "CheckpointError", "ConfigError", "Constraint", "DataError", "Stopped", "TrainConfig",
+           "Trainer", "TrainingDiverged", "build_parser", "config_from_args", "from_dict", "load_checkpoint", "main",
            "pick_device", "resolve"]

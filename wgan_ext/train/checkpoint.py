@@ -51,6 +51,21 @@ def save_checkpoint(state: dict, path: str) -> None:
         pass
 
 
+def remove_stale_temporaries(folder: str) -> None:
+    """Remove the temporary files of checkpoint writes that were cut off (a process killed mid-write): only a live
+    save_checkpoint has one open, and the trainer calls this before it writes any."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(".tmp-") and name.endswith(".pt"):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A checkpoint file, or a run folder (then its checkpoints/last.pt)."""
     if os.path.isdir(path):

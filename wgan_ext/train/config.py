@@ -103,9 +103,12 @@ class TrainConfig:
                                "cuda:LOCAL_RANK")
     dist_backend: str = _opt("auto", "torchrun only: torch.distributed backend, auto (nccl on CUDA, gloo on CPU), "
                                      "gloo or nccl", choices=DIST_BACKENDS)
-    out: str | None = _opt(None, "run folder (default: runs/<dataset>-<lipschitz>-<time>; with --resume: the folder "
-                                 "resumed from)")
+    out: str | None = _opt(None, "run folder (default: runs/<dataset>-<lipschitz>-<time>, under torchrun "
+                                 "<time> is the job's run id; with --resume: the folder resumed from). A folder "
+                                 "that holds a run is continued when the options match, else refused")
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N generator iterations (and at the end)")
+    checkpoint_minutes: float = _opt(10.0, "also write it when this many minutes have passed since the last one "
+                                           "(what a killed job can lose at most); 0: off")
     plot_every: int = _opt(500, "write plots every N generator iterations (and at the end); 0: only at the end")
     plots: bool = _opt(True, "write PNG plots (matplotlib)")
     eval_every: int = _opt(0, "evaluate sample quality every N generator iterations into eval.jsonl (toy data: "
@@ -121,8 +124,8 @@ class TrainConfig:
 
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What a resumed run may change; everything else comes from the checkpoint.
-RESUMABLE = {"iters", "device", "checkpoint_every", "plot_every", "plots", "eval_every", "progress", "tensorboard",
-             "num_workers", "data_root", "download", "dist_backend", "cuda_graphs", "out"}
+RESUMABLE = {"iters", "device", "checkpoint_every", "checkpoint_minutes", "plot_every", "plots", "eval_every",
+             "progress", "tensorboard", "num_workers", "data_root", "download", "dist_backend", "cuda_graphs", "out"}
 
 
 def load_config_file(path: str) -> dict:
@@ -205,11 +208,20 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if c.n_samples is None:
         c.n_samples = 1000 if toy else 64
     if c.out is None:
-        import time
-
-        c.out = os.path.join("runs", f"{c.dataset}-{c.lipschitz}-{time.strftime('%Y%m%d-%H%M%S')}")
+        c.out = os.path.join("runs", f"{c.dataset}-{c.lipschitz}-{_run_name()}")
     validate(c)
     return c
+
+
+def _run_name() -> str:
+    """The default run folder's last part: the start time, or under torchrun (torchelastic) the job's run id, which
+    its elastic restarts share (so that a restarted group finds the run folder and continues it)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if run_id and run_id != "none":
+        return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
 
 
 def _check_choices(c: TrainConfig) -> None:
@@ -244,6 +256,7 @@ def validate(c: TrainConfig) -> None:
     for name in ("n_extra_layers", "num_workers", "plot_every", "eval_every", "seed"):
         need(is_int(getattr(c, name)) and getattr(c, name) >= 0, name, "must be an integer >= 0")
     need(is_int(c.checkpoint_every) and c.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1")
+    need(is_num(c.checkpoint_minutes) and c.checkpoint_minutes >= 0, "checkpoint_minutes", "must be a number >= 0")
     for name in ("lr_d", "lr_g"):
         need(is_num(getattr(c, name)) and getattr(c, name) > 0, name, "the learning rate must be a number > 0")
     for name in ("beta1", "beta2"):

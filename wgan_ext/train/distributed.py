@@ -35,7 +35,10 @@ How the trainer splits the work (the design, and why):
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -45,6 +48,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 
 _OWNED = False  # whether setup() created the process group (then shutdown() destroys it)
+_TIMEOUT = timedelta(minutes=10)  # joining the group, and any collective
 
 
 def launch_info() -> tuple[int, int, int]:
@@ -147,11 +151,15 @@ class Distributed:
 
     def any(self, flag: bool, device) -> bool:
         """True on every rank when `flag` is true on any (so that all ranks stop together, never hang)."""
+        return self.any_of([flag], device)[0]
+
+    def any_of(self, flags: list[bool], device) -> list[bool]:
+        """Each flag true on every rank when it is true on any: one all-reduce for all of them."""
         if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+            return [bool(f) for f in flags]
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return [bool(v) for v in t.tolist()]
 
     def broadcast_state(self, module: nn.Module, buffers_of=None) -> None:
         """Copy rank 0's parameters and buffers into every rank's `module` (only the buffers of submodules of the
@@ -193,9 +201,50 @@ def setup(config: TrainConfig, device: torch.device) -> Distributed:
     backend = backend_for(config, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
+    # the group's store is the one torchrun's agent keeps for the whole job (or rank 0's), under a namespace fresh
+    # for this start of the group: see fresh_namespace
+    store, _, _ = next(dist.rendezvous("env://", timeout=_TIMEOUT))
+    store = dist.PrefixStore(f"wgan_ext/{fresh_namespace(store, rank, world, _TIMEOUT)}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=_TIMEOUT,
+                            device_id=device if backend == "nccl" else None)
     _OWNED = True
     return ctx
+
+
+def fresh_namespace(store: dist.Store, rank: int, world: int, timeout: timedelta) -> str:
+    """A name that every rank of this start of the group agrees on and that no earlier start used.
+
+    Why: since torch 2.5 torchrun's agent keeps one TCPStore for the whole job and hands it to each restarted
+    worker group as it is (pytorch#135712). The keys a killed group wrote are still there, so a restarted rank may
+    read the previous rank 0's address from gloo's (or NCCL's) rendezvous keys before the new rank 0 overwrites it,
+    and connect to a dead port: "Gloo connectFullMesh failed ... Connection refused", one restart lost each time.
+    torch's own isolation by TORCHELASTIC_RESTART_COUNT is per node, not global, so it is no cure either.
+
+    How: rank 0 draws a random generation id and publishes it; every other rank joins the generation it reads with
+    a random token of its own and waits (briefly, then reads again) for rank 0 to acknowledge that token. A stale
+    generation is never acknowledged (its rank 0 is gone), a fresh one always is, and the acknowledgement names the
+    generation: all ranks leave with rank 0's fresh id."""
+    deadline = time.monotonic() + timeout.total_seconds()
+    if rank == 0:
+        gen = uuid.uuid4().hex
+        store.set("generation", gen)
+        for r in range(1, world):
+            join = f"{gen}/join/{r}"
+            store.wait([join], timeout)
+            store.set(f"ack/{store.get(join).decode()}", gen)
+        return gen
+    token = uuid.uuid4().hex
+    while True:
+        store.wait(["generation"], timeout)
+        gen = store.get("generation").decode()
+        store.set(f"{gen}/join/{rank}", token)
+        try:
+            store.wait([f"ack/{token}"], timedelta(seconds=1))
+        except dist.DistStoreError:
+            if time.monotonic() > deadline:
+                raise
+            continue  # a generation whose rank 0 is gone, or a new one not yet published
+        return store.get(f"ack/{token}").decode()
 
 
 def shutdown(wait: bool = False) -> None:

@@ -11,3 +11,11 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """A loss or a parameter became NaN/Inf; the last good checkpoint is kept."""
+
+
+class Stopped(Exception):
+    """Training stopped early on request (SIGTERM, Ctrl-C: Trainer.request_stop) after writing a checkpoint."""
+
+    def __init__(self, reason: str, iteration: int, checkpoint: str | None):
+        super().__init__(f"{reason}: stopped after generator iteration {iteration}")
+        self.reason, self.iteration, self.checkpoint = reason, iteration, checkpoint

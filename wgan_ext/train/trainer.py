@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from .. import graphs
-from .checkpoint import FORMAT, LAST, rng_state, save_checkpoint, set_rng_state
+from . import run_folder
+from .checkpoint import FORMAT, LAST, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .constraints import Constraint, constraint_class
 from .data import TOY_DATASETS, Batches, image_data, toy_distribution
 from .distributed import Distributed, pick_device
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, Stopped, TrainingDiverged
 from .models import build_models
 from .optimizers import make_optimizer
 
@@ -65,7 +66,9 @@ def check_graphs_supported(c: TrainConfig, device: torch.device, world_size: int
 class Trainer:
     """One WGAN training run for a resolved config. ``train()`` runs to ``config.iters`` generator iterations."""
 
-    def __init__(self, config: TrainConfig, resume_state: dict | None = None):
+    def __init__(self, config: TrainConfig, resume_state: dict | None = None, overwrite: bool = False):
+        """`resume_state`: a checkpoint (load_checkpoint) to continue from. A new run into an `out` that already
+        holds one (a checkpoint or metrics) raises ConfigError, unless `overwrite` (then that run's files go)."""
         self.config = c = config
         self.device = pick_device(c.device)
         # data-parallel: this process's rank and share of each global batch (everything below is the same on every
@@ -73,6 +76,8 @@ class Trainer:
         self.dist = Distributed.current()
         self.share = self.dist.shard(c.batch_size)
         self.out = c.out
+        if resume_state is None:
+            self._claim_folder(overwrite)
         torch.manual_seed(c.seed)
         source, self.shape, self.toy = build_data(c)
         self.generator, self.critic = build_models(c, self.shape)
@@ -93,6 +98,7 @@ class Trainer:
         self.iteration = 0
         self.elapsed = 0.0
         self.last_checkpoint: str | None = None
+        self._stop: str | None = None  # set by request_stop (a signal handler): stop after this iteration
         self._params_finite: list[bool] | None = None  # read with the metrics by iteration_step, for check_finite
         self._eval_noise: torch.Tensor | None = None
         if resume_state is not None:
@@ -109,6 +115,17 @@ class Trainer:
         # every replica starts from rank 0's parameters and buffers (SN's u, v included)
         for model in (self.generator, self.critic):
             self.dist.broadcast_state(model)
+
+    def _claim_folder(self, overwrite: bool) -> None:
+        run = run_folder.existing_run(self.out)
+        if run is None or not (run.checkpoint or run.metrics_lines):
+            return
+        if not overwrite:
+            raise ConfigError(f"{self.out} already holds a run ({'a checkpoint' if run.checkpoint else 'metrics'}): "
+                              f"continue it with Trainer(config, resume_state=load_checkpoint({self.out!r})), train "
+                              f"into another out, or replace it with Trainer(..., overwrite=True)")
+        if self.dist.is_main:
+            run_folder.clear(self.out)
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -136,6 +153,8 @@ class Trainer:
         self.iteration = s["iteration"]
         self.elapsed = s["elapsed"]
         set_rng_state(s["rng"])
+        if os.path.exists(os.path.join(self.out, LAST)):
+            self.last_checkpoint = os.path.join(self.out, LAST)
 
     def _set_noise_state(self, state: torch.Tensor, saved_on: str | None) -> None:
         """Restore the noise generator. A run resumed on another device type (--device may change on resume) cannot
@@ -159,7 +178,18 @@ class Trainer:
         path = os.path.join(self.out, LAST)
         save_checkpoint(self.state_dict(), path)
         self.last_checkpoint = path
+        self._saved_at = time.monotonic()
         return path
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask train() to stop at the end of the current generator iteration, after writing a checkpoint; it then
+        raises Stopped(reason). Safe to call from a signal handler. Under torchrun every rank stops at the same
+        iteration as soon as any rank was asked."""
+        self._stop = reason
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop is not None
 
     # ----------------------------------------------------------------------------------------------- steps
     def critic_iterations(self, it: int) -> int:
@@ -285,14 +315,19 @@ class Trainer:
                          else torch.ones((), dtype=torch.bool, device=p.device))
         return torch.stack(flags)
 
-    def check_finite(self, m: dict) -> None:
+    def check_finite(self, m: dict) -> bool:
         """Raise TrainingDiverged when a metric or parameter is non-finite, on every rank when on any (no hang).
-        Uses the parameters' finiteness read with the metrics by the last iteration_step, else reads it now."""
+        Uses the parameters' finiteness read with the metrics by the last iteration_step, else reads it now.
+        Returns whether a stop was requested on any rank (one collective decides both)."""
         flags, self._params_finite = self._params_finite, None
         problem = self._non_finite(m, flags)
-        if self.dist.any(problem is not None, self.device):
+        bad, stop = self.dist.any_of([problem is not None, self._stop is not None], self.device)
+        if bad:
             raise TrainingDiverged(problem or f"generator iteration {m['iteration']}: another process's values "
                                               f"became non-finite")
+        if stop and self._stop is None:
+            self._stop = "another process was asked to stop"
+        return stop
 
     def _non_finite(self, m: dict, flags: list[bool] | None = None) -> str | None:
         bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
@@ -322,11 +357,14 @@ class Trainer:
             os.makedirs(self.out, exist_ok=True)
             with open(os.path.join(self.out, "config.json"), "w") as f:
                 json.dump(c.to_dict(), f, indent=2)
+            # a resumed run continues from its checkpoint: lines and events written after it are dropped
             _truncate_metrics(metrics_path, self.iteration)
             _truncate_metrics(os.path.join(self.out, "eval.jsonl"), self.iteration)
-            writer = _tensorboard(os.path.join(self.out, "tb")) if c.tensorboard else None
+            remove_stale_temporaries(os.path.dirname(os.path.join(self.out, LAST)))  # a write cut off by a kill
+            writer = _tensorboard(os.path.join(self.out, "tb"), self.iteration) if c.tensorboard else None
             bar = _progress(c.iters, self.iteration, c.progress)
         last = None
+        self._saved_at = time.monotonic()
         self.generator.train()
         self.critic.train()
         try:
@@ -334,35 +372,45 @@ class Trainer:
                 while self.iteration < c.iters:
                     t0 = time.perf_counter()
                     m = self.iteration_step()
-                    self.check_finite(m)
+                    stop = self.check_finite(m)
                     self.iteration += 1
                     self.elapsed += time.perf_counter() - t0
                     m["seconds"] = round(self.elapsed, 4)
                     last = m
-                    if not writes:
-                        continue
-                    log.write(json.dumps(m) + "\n")
-                    log.flush()
-                    if writer is not None:
-                        for k, v in m.items():
-                            if k != "iteration":
-                                writer.add_scalar(k, v, self.iteration)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(W=f"{m['w_estimate']:.4f}", refresh=False)
-                    final = self.iteration == c.iters
-                    if final or self.iteration % c.checkpoint_every == 0:
-                        self.save()
-                    if c.eval_every and (final or self.iteration % c.eval_every == 0):
-                        self.evaluate()
-                    if c.plots and (final or (c.plot_every and self.iteration % c.plot_every == 0)):
-                        self.plot(writer)
+                    if writes:
+                        self._write(m, log, writer, bar, stop)
+                    if stop:
+                        raise Stopped(self._stop, self.iteration, self.last_checkpoint)
         finally:
             if bar is not None:
                 bar.close()
             if writer is not None:
                 writer.close()
         return last
+
+    def _write(self, m: dict, log, writer, bar, stop: bool) -> None:
+        """Rank 0's records of a finished generator iteration: metrics, TensorBoard, progress, and the checkpoint,
+        evaluation and plots when due (a checkpoint also when stopping, or --checkpoint-minutes after the last)."""
+        c = self.config
+        log.write(json.dumps(m) + "\n")
+        log.flush()
+        if writer is not None:
+            for k, v in m.items():
+                if k != "iteration":
+                    writer.add_scalar(k, v, self.iteration)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(W=f"{m['w_estimate']:.4f}", refresh=False)
+        final = self.iteration == c.iters
+        overdue = c.checkpoint_minutes and time.monotonic() - self._saved_at >= 60 * c.checkpoint_minutes
+        if final or stop or overdue or self.iteration % c.checkpoint_every == 0:
+            self.save()
+        if stop:
+            return
+        if c.eval_every and (final or self.iteration % c.eval_every == 0):
+            self.evaluate()
+        if c.plots and (final or (c.plot_every and self.iteration % c.plot_every == 0)):
+            self.plot(writer)
 
     def evaluate(self) -> dict:
         """Sample quality now (fixed noise, no RNG touched), appended to out/eval.jsonl."""
@@ -432,42 +480,52 @@ class Trainer:
             warnings.warn(f"no plots: {e}", RuntimeWarning, stacklevel=2)
 
 
-def _read_metrics(path: str) -> tuple[list[int], dict[str, list[float]]]:
-    its, series = [], {}
+def _metric_lines(path: str) -> list[tuple[str, dict]]:
+    """(line, parsed) for each complete line of a metrics file; a line cut off by a kill mid-write is skipped."""
     if not os.path.exists(path):
-        return its, series
+        return []
+    out = []
     with open(path) as f:
         for line in f:
-            if not line.strip():
+            try:
+                out.append((line if line.endswith("\n") else line + "\n", json.loads(line)))
+            except ValueError:
                 continue
-            m = json.loads(line)
-            its.append(m["iteration"])
-            for k, v in m.items():
-                if k != "iteration":
-                    series.setdefault(k, []).append(v)
+    return out
+
+
+def _read_metrics(path: str) -> tuple[list[int], dict[str, list[float]]]:
+    its, series = [], {}
+    for _, m in _metric_lines(path):
+        its.append(m["iteration"])
+        for k, v in m.items():
+            if k != "iteration":
+                series.setdefault(k, []).append(v)
     return its, series
 
 
 def _truncate_metrics(path: str, iteration: int) -> None:
-    """Drop lines after `iteration` (a resumed run continues from its checkpoint, not from the last line)."""
+    """Keep the complete lines up to `iteration` (a resumed run continues from its checkpoint, not from the last
+    line; a killed run may have left lines past it, or half a line)."""
     if not os.path.exists(path):
         return
     with open(path) as f:
-        lines = [ln for ln in f if ln.strip()]
-    keep = [ln for ln in lines if json.loads(ln)["iteration"] <= iteration]
-    if len(keep) != len(lines):
+        before = f.read()
+    keep = "".join(line for line, m in _metric_lines(path) if m["iteration"] <= iteration)
+    if keep != before:
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.writelines(keep)
+            f.write(keep)
         os.replace(tmp, path)
 
 
-def _tensorboard(folder: str):
+def _tensorboard(folder: str, iteration: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(folder)
+    # resumed: events after the checkpoint's iteration (written before a crash) are purged, as metrics lines are
+    return SummaryWriter(folder, purge_step=iteration + 1 if iteration else None)
 
 
 def _progress(total: int, initial: int, enabled: bool):
