@@ -103,6 +103,8 @@ def _continue_or_refuse(cfg: TrainConfig, overwrite: bool) -> dict | None:
     run = run_folder.existing_run(cfg.out)
     if run is None:
         return None
+    if run.checkpoint is None and os.environ.get("RANK", "0") not in ("", "0"):
+        return None  # nothing to continue from: rank 0 alone decides (and may be clearing the folder right now)
     state = load_checkpoint(run.checkpoint) if run.checkpoint else None
     saved = state["config"] if state else run.config
     where = f"--out {cfg.out} already holds a run" + (f" (checkpoint at iteration {state['iteration']})"
