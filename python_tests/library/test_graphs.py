@@ -1,5 +1,6 @@
 """wgan_ext.graphs, the library part of CUDA graphs: GraphedStep (eager data flow on the CPU; capture and replay on a
-GPU, marked cuda), capturable optimizers and their portable state. The trainer's use of it: train/test_train_graphs.py."""
+GPU, marked cuda), capturable optimizers and their portable state. The trainer's use of it:
+train/test_train_graphs.py."""
 
 import pytest
 import torch

@@ -100,7 +100,8 @@ def test_overwrite_starts_afresh_but_not_on_an_elastic_restart(tmp_path, monkeyp
 
 def test_a_folder_with_metrics_but_no_checkpoint_starts_again(tmp_path):
     run = tmp_path / "R"
-    assert main([*ARGS, "--iters", "3", "--checkpoint-every", "100", "--checkpoint-minutes", "0", "--out", str(run)]) == 0
+    assert main([*ARGS, "--iters", "3", "--checkpoint-every", "100", "--checkpoint-minutes", "0",
+                 "--out", str(run)]) == 0
     ref = values(metrics(run))
     os.unlink(run / "checkpoints" / "last.pt")  # as if killed before its first checkpoint
     assert main([*ARGS, "--iters", "3", "--out", str(run)]) == 0

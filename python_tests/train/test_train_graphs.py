@@ -1,6 +1,7 @@
 """CUDA graphs in the trainer (--cuda-graphs; GraphedStep itself: library/test_graphs.py).
 
-On the CPU: the refusals and the trainer's graph-mode data flow (inputs drawn outside the step, static buffers) bitwise against eager -- everything but the capture.
+On the CPU: the refusals and the trainer's graph-mode data flow (inputs drawn outside the step, static buffers)
+bitwise against eager -- everything but the capture.
 On a GPU (marked cuda): captured and replayed steps against eager in every mode, and their checkpoints."""
 
 import pytest

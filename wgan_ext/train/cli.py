@@ -107,8 +107,9 @@ def _continue_or_refuse(cfg: TrainConfig, overwrite: bool) -> dict | None:
         return None  # nothing to continue from: rank 0 alone decides (and may be clearing the folder right now)
     state = load_checkpoint(run.checkpoint) if run.checkpoint else None
     saved = state["config"] if state else run.config
-    where = f"--out {cfg.out} already holds a run" + (f" (checkpoint at iteration {state['iteration']})"
-                                                      if state else f" ({run.metrics_lines} metrics lines, no checkpoint)")
+    held = (f"checkpoint at iteration {state['iteration']}" if state
+            else f"{run.metrics_lines} metrics lines, no checkpoint")
+    where = f"--out {cfg.out} already holds a run ({held})"
     ways = (f"continue it with its options (the same command, or wgan-train --resume {cfg.out}, which may change "
             f"only {', '.join('--' + k.replace('_', '-') for k in sorted(cfgmod.RESUMABLE))}), train elsewhere with "
             f"another --out, or replace it with --overwrite")

@@ -171,8 +171,9 @@ class Trainer:
         seed = int.from_bytes(hashlib.sha256(state.cpu().numpy().tobytes()).digest()[:8], "little") >> 1
         self.noise_rng.manual_seed(seed)
         warnings.warn(f"resuming on {here} a run whose noise generator was on {saved_on or 'another device'}: its "
-                      f"state does not carry over, so the noise goes on from a seed derived from it (the run continues, but "
-                      f"not with the noise the original device would have drawn)", RuntimeWarning, stacklevel=3)
+                      f"state does not carry over, so the noise goes on from a seed derived from it (the run "
+                      f"continues, but not with the noise the original device would have drawn)", RuntimeWarning,
+                      stacklevel=3)
 
     def save(self) -> str:
         path = os.path.join(self.out, LAST)
