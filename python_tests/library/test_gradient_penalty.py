@@ -308,3 +308,16 @@ def test_the_penalty_op_checks_its_arguments():
         torch.ops.wgan_ext.gradient_norm_penalty(torch.ones(3, 2), 1.0, False, 0.0, 1e-12)
     with pytest.raises(ValueError, match="shapes differ"):
         torch.ops.wgan_ext.interpolate(torch.ones(3, 2), torch.ones(3, 3), torch.ones(3))
+
+
+def test_check_alpha_false_skips_only_the_value_check():
+    real, fake = torch.randn(4, 2), torch.randn(4, 2)
+    bad = torch.tensor([0.1, 1.5, 0.2, 0.3])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        wgan_ext.gradient_penalty(_critic, real, fake, alpha=bad)
+    wgan_ext.gradient_penalty(_critic, real, fake, alpha=bad, check_alpha=False)  # trusted: no host read
+    with pytest.raises(ValueError, match=r"alpha must have shape \(4,\)"):  # shape checks stay (no host read)
+        wgan_ext.gradient_penalty(_critic, real, fake, alpha=torch.rand(3), check_alpha=False)
+    alpha = torch.rand(4)
+    assert torch.equal(wgan_ext.gradient_penalty(_critic, real, fake, alpha=alpha),
+                       wgan_ext.gradient_penalty(_critic, real, fake, alpha=alpha, check_alpha=False))

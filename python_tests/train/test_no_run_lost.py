@@ -127,16 +127,17 @@ def test_default_run_folder_under_torchrun_is_the_jobs(monkeypatch):
     assert resolve(TrainConfig()).out.startswith(os.path.join("runs", "8gaussians-gp-2"))
 
 
-def test_checkpoint_minutes_writes_by_time(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every, saves", [(1, [1, 2, 3, 4]), (2, [2, 4])])
+def test_checkpoint_minutes_writes_by_time(tmp_path, monkeypatch, log_every, saves):
     c = resolve(TrainConfig(dataset="8gaussians", iters=4, batch_size=16, hidden=16, n_critic=1, out=str(tmp_path),
                             progress=False, tensorboard=False, plots=False, checkpoint_every=100,
-                            checkpoint_minutes=1e-9))
+                            checkpoint_minutes=1e-9, log_every=log_every))
     t = Trainer(c)
     saved = []
     real = t.save
     monkeypatch.setattr(t, "save", lambda: saved.append(t.iteration) or real())
     t.train()
-    assert saved == [1, 2, 3, 4]
+    assert saved == saves  # when overdue, at the end of each block of --log-every iterations
     assert "checkpoint_minutes" in cfgmod.RESUMABLE
     with pytest.raises(ConfigError, match="--checkpoint-minutes"):
         resolve(TrainConfig(checkpoint_minutes=-1))

@@ -106,6 +106,9 @@ class TrainConfig:
     out: str | None = _opt(None, "run folder (default: runs/<dataset>-<lipschitz>-<time>, under torchrun "
                                  "<time> is the job's run id; with --resume: the folder resumed from). A folder "
                                  "that holds a run is continued when the options match, else refused")
+    log_every: int = _opt(20, "read the metrics back from the device every N generator iterations (one host-device "
+                              "synchronization per N; metrics.jsonl still has one line per iteration); the NaN/Inf "
+                              "check and SIGTERM/Ctrl-C act at these points, and at checkpoints")
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N generator iterations (and at the end)")
     checkpoint_minutes: float = _opt(10.0, "also write it when this many minutes have passed since the last one "
                                            "(what a killed job can lose at most); 0: off")
@@ -124,7 +127,7 @@ class TrainConfig:
 
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What a resumed run may change; everything else comes from the checkpoint.
-RESUMABLE = {"iters", "device", "checkpoint_every", "checkpoint_minutes", "plot_every", "plots", "eval_every",
+RESUMABLE = {"iters", "device", "log_every", "checkpoint_every", "checkpoint_minutes", "plot_every", "plots", "eval_every",
              "progress", "tensorboard", "num_workers", "data_root", "download", "dist_backend", "cuda_graphs", "out"}
 
 
@@ -251,7 +254,7 @@ def validate(c: TrainConfig) -> None:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     for name in ("iters", "batch_size", "nz", "hidden", "depth", "ngf", "ndf", "n_critic", "sn_power_iterations",
-                 "n_samples"):
+                 "n_samples", "log_every"):
         need(is_int(getattr(c, name)) and getattr(c, name) >= 1, name, "must be an integer >= 1")
     for name in ("n_extra_layers", "num_workers", "plot_every", "eval_every", "seed"):
         need(is_int(getattr(c, name)) and getattr(c, name) >= 0, name, "must be an integer >= 0")

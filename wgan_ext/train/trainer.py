@@ -268,7 +268,16 @@ class Trainer:
                 graphs.set_lr(group, lr * scale)  # in place where a CUDA graph reads it
 
     def iteration_step(self) -> dict:
-        """One generator iteration: n_critic critic steps, then one generator step. Returns its metrics."""
+        """One generator iteration: n_critic critic steps, then one generator step. Returns its metrics, read back
+        at once (one device-to-host transfer); train() reads them in blocks of --log-every iterations instead."""
+        row = self._step()
+        (m,), finite = self._read([row], self.iteration)
+        self._params_finite = finite
+        return m
+
+    def _step(self) -> tuple[torch.Tensor, int]:
+        """One generator iteration without a host synchronization: every logged value of it as one 1-D float64
+        tensor on the device (read later by _read), and its number of critic iterations."""
         if self.config.lr_decay != "none":
             self.set_learning_rates()
         d_iters = self.critic_iterations(self.iteration)
@@ -285,21 +294,40 @@ class Trainer:
             loss_g = means[-1]
             for model in (self.generator, self.critic):  # BatchNorm running stats: rank 0's everywhere
                 self.dist.broadcast_state(model, buffers_of=_BATCHNORMS)
-        # every logged number and the parameters' finiteness (for check_finite) in one device-to-host transfer: each
-        # .item() would wait for the device, and a generator iteration logs up to a dozen numbers
         scalars = {"w_estimate": last["w_estimate"], "loss_d": last["loss_d"], "loss_g": loss_g,
                    **self.constraint.metrics(last)}
         vectors = self.constraint.vectors()
-        parts = [torch.stack([v.detach().reshape(()).double() for v in scalars.values()]),
-                 *(v.detach().reshape(-1) for v in vectors.values()), self._finite_flags().double()]
-        values = torch.cat([p.to(self.device) for p in parts]).tolist()
-        m = {"iteration": self.iteration + 1, **dict(zip(scalars, values)), "critic_iters": d_iters}
-        rest = values[len(scalars):]
-        for name, v in vectors.items():
-            vals, rest = rest[:v.numel()], rest[v.numel():]
-            m.update({f"{name}_mean": sum(vals) / len(vals), f"{name}_min": min(vals), f"{name}_max": max(vals)})
-        self._params_finite = [bool(v) for v in rest]
-        return m
+        self._layout = (list(scalars), [(name, v.numel()) for name, v in vectors.items()])
+        # a copy: with CUDA graphs the step's outputs are overwritten by the next replay
+        row = torch.cat([torch.stack([v.detach().reshape(()).double() for v in scalars.values()]),
+                         *(v.detach().reshape(-1).double() for v in vectors.values())])
+        return row, d_iters
+
+    def _read(self, rows: list[tuple[torch.Tensor, int]], first: int) -> tuple[list[dict], bool]:
+        """The metrics of generator iterations first+1, first+2, ... from their device rows, and whether every
+        parameter is finite now, in one device-to-host transfer (each .item() would wait for the device)."""
+        names, vectors = self._layout
+        flat = torch.cat([torch.stack([r for r, _ in rows]).reshape(-1), self._all_finite().double().reshape(1)])
+        values = flat.tolist()
+        width = len(values[:-1]) // len(rows)
+        out = []
+        for i, (_, d_iters) in enumerate(rows):
+            v = values[i * width:(i + 1) * width]
+            m = {"iteration": first + i + 1, **dict(zip(names, v)), "critic_iters": d_iters}
+            rest = v[len(names):]
+            for name, n in vectors:
+                vals, rest = rest[:n], rest[n:]
+                m.update({f"{name}_mean": sum(vals) / len(vals), f"{name}_min": min(vals), f"{name}_max": max(vals)})
+            out.append(m)
+        return out, bool(values[-1])
+
+    def _all_finite(self) -> torch.Tensor:
+        """Whether every parameter of both models is finite, as a 0-dim bool tensor (no sync): one multi-tensor
+        max-abs over all parameters (NaN propagates through it, inf reaches it), then one check."""
+        params = [p.detach() for _, _, p in self._named_parameters() if p.numel()]
+        if not params:
+            return torch.ones((), dtype=torch.bool, device=self.device)
+        return torch.isfinite(torch.stack(torch._foreach_norm(params, float("inf")))).all()
 
     def _named_parameters(self) -> list[tuple[str, str, torch.Tensor]]:
         return [(label, name, p) for label, model in (("critic", self.critic), ("generator", self.generator))
@@ -317,33 +345,40 @@ class Trainer:
         return torch.stack(flags)
 
     def check_finite(self, m: dict) -> bool:
-        """Raise TrainingDiverged when a metric or parameter is non-finite, on every rank when on any (no hang).
-        Uses the parameters' finiteness read with the metrics by the last iteration_step, else reads it now.
+        """Raise TrainingDiverged when a metric of `m` or a parameter is non-finite, on every rank when on any (no
+        hang). Uses the parameters' finiteness read with the metrics by the last iteration_step, else reads it now.
         Returns whether a stop was requested on any rank (one collective decides both)."""
-        flags, self._params_finite = self._params_finite, None
-        problem = self._non_finite(m, flags)
+        finite, self._params_finite = self._params_finite, None
+        return self._agree(self._non_finite(m, finite), m["iteration"])
+
+    def _agree(self, problem: str | None, iteration: int) -> bool:
+        """Every rank learns whether any found a problem (then all raise TrainingDiverged) or was asked to stop."""
         bad, stop = self.dist.any_of([problem is not None, self._stop is not None], self.device)
         if bad:
-            raise TrainingDiverged(problem or f"generator iteration {m['iteration']}: another process's values "
-                                              f"became non-finite")
+            raise TrainingDiverged(problem or f"generator iteration {iteration}: another process's values became "
+                                              f"non-finite")
         if stop and self._stop is None:
             self._stop = "another process was asked to stop"
         return stop
 
-    def _non_finite(self, m: dict, flags: list[bool] | None = None) -> str | None:
+    def _non_finite(self, m: dict, all_finite: bool | None = None) -> str | None:
         bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             return (f"generator iteration {m['iteration']}: {', '.join(bad)} became non-finite "
                     f"({', '.join(f'{k}={m[k]}' for k in bad)})")
+        if all_finite is None:
+            all_finite = bool(self._all_finite())  # one sync
+        if all_finite:
+            return None
         named = self._named_parameters()
-        if flags is None:
-            flags = self._finite_flags().tolist()  # one sync
+        flags = self._finite_flags().tolist()  # which ones: only once something is wrong
         for label in ("critic", "generator"):
             names = [n for (lab, n, _), good in zip(named, flags) if lab == label and not good]
             if names:
                 return (f"generator iteration {m['iteration']}: {label} parameter(s) {', '.join(names[:5])} became "
                         f"non-finite")
         return None
+
     # ----------------------------------------------------------------------------------------------- run
     def train(self) -> dict | None:
         """Train to config.iters generator iterations. Returns the last metrics (None if nothing to do).
@@ -370,18 +405,16 @@ class Trainer:
         self.critic.train()
         try:
             with open(metrics_path, "a") if writes else contextlib.nullcontext() as log:
+                pending: list[tuple[torch.Tensor, int, float]] = []  # iterations not yet read back
                 while self.iteration < c.iters:
                     t0 = time.perf_counter()
-                    m = self.iteration_step()
-                    stop = self.check_finite(m)
+                    row, d_iters = self._step()
                     self.iteration += 1
-                    self.elapsed += time.perf_counter() - t0
-                    m["seconds"] = round(self.elapsed, 4)
-                    last = m
-                    if writes:
-                        self._write(m, log, writer, bar, stop)
-                    if stop:
-                        raise Stopped(self._stop, self.iteration, self.last_checkpoint)
+                    self.elapsed += time.perf_counter() - t0  # on a GPU: host time, the device may be behind
+                    pending.append((row, d_iters, round(self.elapsed, 4)))
+                    if self._due(self.iteration):
+                        last = self._flush(pending, log, writer, bar)
+                        pending = []
         finally:
             if bar is not None:
                 bar.close()
@@ -389,29 +422,58 @@ class Trainer:
                 writer.close()
         return last
 
-    def _write(self, m: dict, log, writer, bar, stop: bool) -> None:
-        """Rank 0's records of a finished generator iteration: metrics, TensorBoard, progress, and the checkpoint,
-        evaluation and plots when due (a checkpoint also when stopping, or --checkpoint-minutes after the last)."""
+    def _due(self, it: int) -> bool:
+        """Whether generator iteration `it` ends a block: metrics are read back and checked, and checkpoints,
+        evaluations and plots written, only there (the same iterations on every rank: they agree there)."""
         c = self.config
+        return (it % c.log_every == 0 or it == c.iters or it % c.checkpoint_every == 0
+                or bool(c.eval_every and it % c.eval_every == 0)
+                or bool(c.plots and c.plot_every and it % c.plot_every == 0))
+
+    def _flush(self, pending, log, writer, bar) -> dict:
+        """Read a block of iterations back (one transfer), check it, write it; then what is due at its end."""
+        c = self.config
+        rows, finite = self._read([(r, d) for r, d, _ in pending], self.iteration - len(pending))
+        for m, (_, _, seconds) in zip(rows, pending):
+            m["seconds"] = seconds
+        # the first iteration with a non-finite metric stops the run before its line; parameters are checked at the
+        # block's end (the last checkpoint is older than the block, so it stays the last good one)
+        problem, good = None, rows
+        for i, m in enumerate(rows):
+            problem = self._non_finite(m, True)
+            if problem:
+                good = rows[:i]
+                break
+        if problem is None and not finite:
+            problem = self._non_finite(rows[-1], False)
+        if self.dist.is_main:
+            for m in good:
+                self._log(m, log, writer, bar)
+        stop = self._agree(problem, rows[-1]["iteration"])
+        if self.dist.is_main:
+            final = self.iteration == c.iters
+            overdue = c.checkpoint_minutes and time.monotonic() - self._saved_at >= 60 * c.checkpoint_minutes
+            if final or stop or overdue or self.iteration % c.checkpoint_every == 0:
+                self.save()
+            if not stop and c.eval_every and (final or self.iteration % c.eval_every == 0):
+                self.evaluate()
+            if not stop and c.plots and (final or (c.plot_every and self.iteration % c.plot_every == 0)):
+                self.plot(writer)
+        if stop:
+            raise Stopped(self._stop, self.iteration, self.last_checkpoint)
+        return rows[-1]
+
+    @staticmethod
+    def _log(m: dict, log, writer, bar) -> None:
         log.write(json.dumps(m) + "\n")
         log.flush()
         if writer is not None:
             for k, v in m.items():
                 if k != "iteration":
-                    writer.add_scalar(k, v, self.iteration)
+                    writer.add_scalar(k, v, m["iteration"])
         if bar is not None:
             bar.update(1)
             bar.set_postfix(W=f"{m['w_estimate']:.4f}", refresh=False)
-        final = self.iteration == c.iters
-        overdue = c.checkpoint_minutes and time.monotonic() - self._saved_at >= 60 * c.checkpoint_minutes
-        if final or stop or overdue or self.iteration % c.checkpoint_every == 0:
-            self.save()
-        if stop:
-            return
-        if c.eval_every and (final or self.iteration % c.eval_every == 0):
-            self.evaluate()
-        if c.plots and (final or (c.plot_every and self.iteration % c.plot_every == 0)):
-            self.plot(writer)
 
     def evaluate(self) -> dict:
         """Sample quality now (fixed noise, no RNG touched), appended to out/eval.jsonl."""

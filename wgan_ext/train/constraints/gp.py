@@ -38,7 +38,8 @@ class GradientPenalty(Constraint):
         # the penalty's inner autograd.grad is local to this process and plain (no DDP hooks): only the averaged
         # .grad is shared
         penalty, norms = gradient_penalty(critic, real, fake, weight=c.gp_weight, one_sided=c.gp_one_sided,
-                                          alpha=alpha, generator=rng, return_norms=True)
+                                          alpha=alpha, generator=rng, return_norms=True,
+                                          check_alpha=False)  # torch.rand: in [0, 1); no host read
         return penalty, {"gp": penalty.detach(), "grad_norms": norms}
 
     def metrics(self, outputs):
