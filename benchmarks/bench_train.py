@@ -13,7 +13,7 @@ same seed and use the same optimizers:
         wgan_ext  ``wgan_ext.gradient_penalty(critic, real, fake)``
   sn    torch     ``torch.nn.utils.parametrizations.spectral_norm`` on every Linear / Conv layer of the critic
         wgan_ext  ``wgan_ext.apply_spectral_norm(critic)`` (one batched power iteration per forward)
-  *     trainer   ``wgan_ext.train.Trainer.iteration_step`` (the trainer, with its per-iteration metrics)
+  *     trainer   the trainer's own iteration (``Trainer._step``, metrics read back every --log-every iterations)
   *     trainer+cuda-graphs   the same with ``--cuda-graphs`` (CUDA only, toy-mlp: each step replayed as a graph)
   clip  compile   the torch loop with ``torch.compile`` on generator and critic (--compile). Not for gp: the
                   penalty's double backward is not supported by torch.compile; not for sn: with torch's
@@ -144,13 +144,14 @@ class Loop:
 
 
 def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bool = False):
-    """The trainer's own iteration (metrics included) on the same models and sizes, data from its toy source."""
+    """The trainer's own iteration on the same models and sizes, data from its toy source, as train() runs it:
+    the metrics stay on the device and are read back once per --log-every iterations."""
     from wgan_ext.train.config import TrainConfig, resolve
     from wgan_ext.train import Trainer
 
     s = case_settings(case, quick)
     common_kw = dict(lipschitz=mode, iters=1, device=device, progress=False, tensorboard=False, plots=False,
-                     batch_size=s["batch"], out=None, cuda_graphs=cuda_graphs)
+                     batch_size=s["batch"], out=None, cuda_graphs="on" if cuda_graphs else "off")
     if case == "toy-mlp":
         cfg = TrainConfig(dataset="8gaussians", hidden=s["hidden"], **common_kw)
     else:
@@ -162,7 +163,15 @@ def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bo
         for _ in range(trainer.critic_graph.warmup + 1):
             trainer.iteration_step()
         assert trainer.generator_graph.graph is not None and trainer.critic_graph.graph is not None
-    return trainer.iteration_step
+    pending = []
+
+    def step():
+        pending.append(trainer._step())
+        if len(pending) == trainer.config.log_every:
+            trainer._read(pending, trainer.iteration)
+            pending.clear()
+
+    return step
 
 
 def variants_for(mode: str, compile_: bool) -> list[str]:

@@ -25,6 +25,11 @@ class GraphsUnsupported(ValueError):
     """An optimizer or setting that CUDA graphs cannot capture; the message says which and why."""
 
 
+class GraphCaptureError(RuntimeError):
+    """Capturing a step failed (something in it synchronizes with the host or is not capturable); nothing of the
+    failed capture ran, so the call can be repeated eagerly."""
+
+
 def prepare_optimizer(opt: torch.optim.Optimizer, tensor_lr: bool) -> None:
     """Make a torch optimizer capturable: ``capturable=True``, step counts on the parameters' device and, with
     `tensor_lr`, each group's learning rate a 0-dim tensor there (set it with ``set_lr``). Call again after
@@ -133,15 +138,22 @@ class GraphedStep:
 
     def _record(self) -> None:
         # capture runs nothing, so the buffers' contents do not matter here: the caller copies the inputs in and
-        # replays
+        # replays. On the inputs' device (torch's default capture stream belongs to the device current when it was
+        # first made, so with cuda:N it would record nothing of this step), on the warm-up stream (as torch asks
+        # when a capture follows side-stream warm-ups), and with errors local to this thread: a DataLoader's
+        # pin-memory thread allocating meanwhile must not invalidate the capture ("global" would).
+        device = self._inputs[0].device
         graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self._outputs = self.fn(*self._inputs)
-        except Exception as e:
-            name = getattr(self.fn, "__name__", "the step")
-            raise RuntimeError(f"CUDA graph capture of {name} failed ({type(e).__name__}: {e}). Something in the "
-                               f"step synchronizes with the host (.item(), a data-dependent check, a CPU tensor) or "
-                               f"is not capturable; run it without CUDA graphs (wgan-train: leave out "
-                               f"--cuda-graphs)") from e
+        with torch.cuda.device(device):
+            previous = torch.cuda.current_stream(device)
+            try:
+                with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
+                    self._outputs = self.fn(*self._inputs)
+            except Exception as e:
+                torch.cuda.set_stream(previous)  # a failed capture_end leaves the capture stream current
+                name = getattr(self.fn, "__name__", "the step")
+                raise GraphCaptureError(f"CUDA graph capture of {name} failed ({type(e).__name__}: {e}). Something "
+                                        f"in the step synchronizes with the host (.item(), a data-dependent check, a "
+                                        f"CPU tensor) or is not capturable; run it without CUDA graphs (wgan-train: "
+                                        f"--cuda-graphs off)") from e
         self.graph = graph

@@ -79,8 +79,12 @@ def test_a_step_that_cannot_be_captured_fails_with_a_clear_message():
     step = graphs.GraphedStep(syncs, capture=True, warmup=1)
     x = torch.ones(4, device="cuda")
     assert torch.equal(step(x), torch.full((4,), 4.0, device="cuda"))  # the eager warm-up call works
-    with pytest.raises(RuntimeError, match="CUDA graph capture of syncs failed.*without CUDA graphs"):
+    before = torch.cuda.current_stream()
+    # CUDA's error text spans lines: (?s) lets .* cross them
+    with pytest.raises(graphs.GraphCaptureError, match="(?s)CUDA graph capture of syncs failed.*--cuda-graphs off"):
         step(x)
+    assert torch.cuda.current_stream() == before  # not left on the capture stream
+    assert torch.equal(syncs(x), torch.full((4,), 4.0, device="cuda"))  # the process goes on working
 
 
 @pytest.mark.cuda
@@ -95,3 +99,13 @@ def test_graphed_step_replays_new_inputs_on_the_gpu():
         out = step(x, y)["out"]
         torch.testing.assert_close(out, 2 * x + y)
     assert step.graph is not None and step.replays == 4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_graphed_step_captures_on_its_inputs_device():
+    step = graphs.GraphedStep(lambda x: {"out": x * 3}, capture=True, warmup=1)
+    for i in range(4):
+        x = torch.full((5,), float(i), device="cuda:1")
+        torch.testing.assert_close(step(x)["out"], 3 * x)
+    assert step.graph is not None and step.replays == 3

@@ -7,7 +7,8 @@ On a GPU (marked cuda): captured and replayed steps against eager in every mode,
 import pytest
 import torch
 
-from wgan_ext.train import Trainer, main
+from wgan_ext import graphs
+from wgan_ext.train import Trainer, build_parser, main
 from wgan_ext.train import checkpoint as ckpt
 from wgan_ext.train import config as cfgmod
 from wgan_ext.train import trainer as trainer_module
@@ -19,8 +20,9 @@ MODES = ["clip", "gp", "sn"]
 
 
 def small(tmp_path, name="run", **kw) -> TrainConfig:
+    """A small run, eager unless cuda_graphs says otherwise."""
     base = dict(dataset="8gaussians", iters=6, batch_size=16, hidden=32, n_critic=2, out=str(tmp_path / name),
-                progress=False, tensorboard=False, plots=False, n_samples=32, checkpoint_every=3)
+                progress=False, tensorboard=False, plots=False, n_samples=32, checkpoint_every=3, cuda_graphs="off")
     base.update(kw)
     return resolve(TrainConfig(**base))
 
@@ -56,10 +58,34 @@ def test_check_supported_names_the_problem(args, message):
         trainer_module.check_graphs_supported(resolve(TrainConfig(lipschitz=mode)), torch.device("cuda"), 1)
 
 
-def test_cuda_graphs_is_a_boolean_option_and_resumable():
-    with pytest.raises(ConfigError, match="--cuda-graphs"):
+def test_cuda_graphs_option_auto_on_off():
+    assert TrainConfig().cuda_graphs == "auto"  # the default
+    assert TrainConfig(cuda_graphs=True).cuda_graphs == "on"  # configs and checkpoints of the flag days
+    assert TrainConfig(cuda_graphs=False).cuda_graphs == "off"
+    with pytest.raises(ConfigError, match="--cuda-graphs: 'yes' is not one of auto, on, off"):
         resolve(TrainConfig(cuda_graphs="yes"))
     assert "cuda_graphs" in cfgmod.RESUMABLE
+    parse = lambda *a: vars(build_parser().parse_args(list(a))).get("cuda_graphs")  # noqa: E731
+    assert (parse(), parse("--cuda-graphs"), parse("--cuda-graphs", "auto"), parse("--no-cuda-graphs"),
+            parse("--cuda-graphs", "off")) == (None, "on", "auto", "off", "off")
+
+
+@pytest.mark.parametrize("mode, kw", [("auto", {}), ("auto", dict(lipschitz="clip", fused_optimizer=True)),
+                                      ("off", {})])
+def test_auto_and_off_train_eagerly_where_graphs_do_not_apply(tmp_path, mode, kw):
+    t = Trainer(small(tmp_path, cuda_graphs=mode, device="cpu", **kw))  # auto on the CPU: eager, silently
+    assert t.critic_graph is None and t.generator_graph is None
+
+
+def test_use_graphs_decides_by_mode():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert trainer_module.use_graphs(resolve(TrainConfig(cuda_graphs="auto")), cuda, 1)
+    assert not trainer_module.use_graphs(resolve(TrainConfig(cuda_graphs="auto")), cuda, 2)
+    assert not trainer_module.use_graphs(resolve(TrainConfig(cuda_graphs="auto", lipschitz="clip",
+                                                             fused_optimizer=True)), cuda, 1)
+    assert not trainer_module.use_graphs(resolve(TrainConfig(cuda_graphs="off")), cuda, 1)
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        trainer_module.use_graphs(resolve(TrainConfig(cuda_graphs="on")), cpu, 1)
 
 
 # ------------------------------------------------------------------------------------------------ trainer, CPU
@@ -76,7 +102,7 @@ def graphs_on_cpu(monkeypatch):
 def test_graph_data_flow_is_bitwise_eager_on_the_cpu(tmp_path, graphs_on_cpu, kw):
     kw = {"lr_decay": "none", **kw}
     eager = Trainer(small(tmp_path, "eager", **kw))
-    graphed = Trainer(small(tmp_path, "graphed", cuda_graphs=True, **kw))
+    graphed = Trainer(small(tmp_path, "graphed", cuda_graphs="on", **kw))
     assert eager.critic_graph is None and graphed.critic_graph is not None
     n = eager.config.iters
     assert metrics(eager, n) == metrics(graphed, n)
@@ -91,22 +117,52 @@ def test_a_graph_run_resumes_without_graphs_and_back(tmp_path, graphs_on_cpu):
     kw = dict(lipschitz="gp", lr_decay="linear")
     full = Trainer(small(tmp_path, "full", **kw))
     full.train()
-    part = Trainer(small(tmp_path, "part", cuda_graphs=True, **kw))  # the same run, interrupted after 2 iterations
+    part = Trainer(small(tmp_path, "part", cuda_graphs="on", **kw))  # the same run, interrupted after 2 iterations
     metrics(part, 2)
     part.save()
     state = ckpt.load_checkpoint(part.out)
-    assert state["config"]["cuda_graphs"] is True
+    assert state["config"]["cuda_graphs"] == "on"
     # resumed without graphs (cuda_graphs is resumable), then on with them again
-    resumed = Trainer(cfgmod.from_dict({**state["config"], "iters": 6, "cuda_graphs": False}), resume_state=state)
+    resumed = Trainer(cfgmod.from_dict({**state["config"], "iters": 6, "cuda_graphs": "off"}), resume_state=state)
     for _ in range(2):
         resumed.iteration_step()
         resumed.iteration += 1
     resumed.save()
     state = ckpt.load_checkpoint(resumed.out)
-    again = Trainer(cfgmod.from_dict({**state["config"], "cuda_graphs": True}), resume_state=state)
+    again = Trainer(cfgmod.from_dict({**state["config"], "cuda_graphs": "on"}), resume_state=state)
     again.train()
     for key in ("generator", "critic", "opt_g", "opt_d", "data", "noise_rng"):
         assert states_equal(full.state_dict()[key], again.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_a_failed_capture_falls_back_to_eager_under_auto(tmp_path, graphs_on_cpu, monkeypatch, mode):
+    """A capture failing at the 4th call of a step (after the 3 warm-ups): auto warns once and goes on eagerly,
+    repeating that step, so the run equals an eager one bit for bit; on stops with the capture's error."""
+    real = graphs.GraphedStep.__call__
+
+    def call(self, *inputs):
+        if self.calls + 1 == 4 and getattr(self.fn, "__name__", "") == "_critic_update":
+            self.calls += 1
+            raise graphs.GraphCaptureError("CUDA graph capture of _critic_update failed (simulated)")
+        return real(self, *inputs)
+
+    monkeypatch.setattr(graphs.GraphedStep, "__call__", call)
+    kw = dict(lipschitz="gp", iters=4)
+    eager = Trainer(small(tmp_path, "eager", **kw))
+    eager.train()
+    run = Trainer(small(tmp_path, "graphed", cuda_graphs=mode, **kw))
+    if mode == "on":
+        with pytest.raises(graphs.GraphCaptureError, match="simulated"):
+            run.train()
+        return
+    with pytest.warns(RuntimeWarning, match="--cuda-graphs auto: CUDA graph capture of _critic_update failed "
+                                            r"\(simulated\); training goes on without CUDA graphs") as seen:
+        run.train()
+    assert len([w for w in seen if "cuda-graphs" in str(w.message)]) == 1
+    assert run.critic_graph is None and run.generator_graph is None
+    for key in ("generator", "critic", "opt_g", "opt_d", "data", "noise_rng"):
+        assert states_equal(eager.state_dict()[key], run.state_dict()[key]), key
 
 
 # ------------------------------------------------------------------------------------------------ trainer, GPU
@@ -132,7 +188,7 @@ def test_captured_steps_match_eager_on_the_gpu(tmp_path, kw):
         pytest.importorskip("sklearn")  # the GPU image may lack scikit-learn
     kw = {"lr_decay": "none", "device": "cuda", "iters": 8, **kw}
     eager = Trainer(small(tmp_path, "eager", **kw))
-    graphed = Trainer(small(tmp_path, "graphed", cuda_graphs=True, **kw))
+    graphed = Trainer(small(tmp_path, "graphed", cuda_graphs="on", **kw))
     n = eager.config.iters
     rows_e, rows_g = metrics(eager, n), metrics(graphed, n)
     # the steps were really captured and replayed (3 eager warm-up calls each, then the capture)
@@ -145,14 +201,14 @@ def test_captured_steps_match_eager_on_the_gpu(tmp_path, kw):
     _close(eager.critic.state_dict(), graphed.critic.state_dict(), rtol=1e-4, atol=1e-6)
     _close(eager.generator.state_dict(), graphed.generator.state_dict(), rtol=1e-4, atol=1e-6)
     assert states_equal(eager.noise_rng.get_state(), graphed.noise_rng.get_state())  # the same random stream
-    if kw["lipschitz"] == "clip":
+    if kw["lipschitz"] == "clip" and kw.get("clip_order", "after") == "after":  # before: the last step comes after
         assert all(p.abs().max() <= kw.get("clip_value", 0.01) for p in graphed.critic.parameters())
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_gpu_graph_checkpoint_resumes_on_the_cpu_without_graphs(tmp_path):
-    run = Trainer(small(tmp_path, "gpu", lipschitz="gp", lr_decay="linear", device="cuda", cuda_graphs=True,
+    run = Trainer(small(tmp_path, "gpu", lipschitz="gp", lr_decay="linear", device="cuda", cuda_graphs="on",
                         iters=5))
     run.train()
     assert run.critic_graph.replays > 0
@@ -161,7 +217,45 @@ def test_gpu_graph_checkpoint_resumes_on_the_cpu_without_graphs(tmp_path):
         group = state[opt]["param_groups"][0]
         assert group["capturable"] is False and isinstance(group["lr"], float)
         assert all(s["step"].device.type == "cpu" for s in state[opt]["state"].values())
-    cpu = Trainer(cfgmod.from_dict({**state["config"], "iters": 7, "device": "cpu", "cuda_graphs": False}),
+    cpu = Trainer(cfgmod.from_dict({**state["config"], "iters": 7, "device": "cpu", "cuda_graphs": "off"}),
                   resume_state=state)
     last = cpu.train()
     assert cpu.iteration == 7 and last is not None
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_a_graphed_gpu_run_resumes_with_graphs(tmp_path):
+    kw = dict(lipschitz="gp", device="cuda", cuda_graphs="on", lr_decay="none", iters=8, checkpoint_every=4)
+    full = Trainer(small(tmp_path, "full", **kw))
+    full.train()
+    part = Trainer(small(tmp_path, "part", **{**kw, "iters": 4}))
+    part.train()
+    state = ckpt.load_checkpoint(part.out)
+    resumed = Trainer(cfgmod.from_dict({**state["config"], "iters": 8}), resume_state=state)  # prepared after loading
+    assert all(g["capturable"] for opt in (resumed.opt_d, resumed.opt_g) for g in opt.param_groups)
+    resumed.train()
+    assert resumed.critic_graph.replays > 0
+    _close(full.critic.state_dict(), resumed.critic.state_dict(), rtol=1e-4, atol=1e-6)
+    _close(full.generator.state_dict(), resumed.generator.state_dict(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_graphs_with_file_backed_data_and_loader_workers(tmp_path):
+    """Pinned host memory is allocated by the DataLoader's pin-memory thread while the steps are captured: with
+    capture_error_mode "thread_local" that does not invalidate the capture."""
+    pytest.importorskip("torchvision")
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(64):
+        Image.new("RGB", (32, 32), (i * 3, 255 - i * 3, i)).save(folder / f"{i:03d}.png")
+    run = Trainer(small(tmp_path, "folder", dataset="folder", data_root=str(folder), image_size=32, model="dcgan",
+                        ngf=8, ndf=8, batch_size=8, num_workers=2, lipschitz="gp", device="cuda", cuda_graphs="on",
+                        iters=6))
+    last = run.train()
+    assert run.critic_graph.replays > 0 and run.generator_graph.replays > 0
+    assert all(v == v for v in last.values() if isinstance(v, float))  # finite: no NaN
+

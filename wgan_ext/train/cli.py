@@ -5,7 +5,8 @@
     wgan-train --lipschitz clip|gp|sn --dataset NAME --iters N --out DIR ...   (wgan-train --help lists all)
     wgan-train --config run.yaml          options from a YAML/TOML/JSON file; flags override it
     wgan-train --resume RUN_DIR           continue a run from its last checkpoint (bitwise on the CPU), in RUN_DIR
-    wgan-train --device cuda --cuda-graphs   each critic and generator step replayed as a CUDA graph
+    wgan-train --cuda-graphs off          no CUDA graphs (default auto: on CUDA in one process, each critic and
+                                          generator step is replayed as a CUDA graph)
     python -m wgan_ext.train ...          the same
     torchrun --nproc_per_node N -m wgan_ext.train ...   data-parallel over N processes (see distributed.py: the
                                           batch is global, gradients are averaged, rank 0 alone writes the run folder)
@@ -56,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"{help_text} (default: {f.default})")
             continue
         kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(str(f.type), str)
+        extra = {"nargs": "?", "const": f.metadata["const"]} if "const" in f.metadata else {}
         p.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=f.metadata.get("choices"),
                        metavar=None if f.metadata.get("choices") else name.upper(),
-                       help=help_text + ("" if f.default is None else f" (default: {f.default})"))
+                       help=help_text + ("" if f.default is None else f" (default: {f.default})"), **extra)
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const="off",
+                   default=argparse.SUPPRESS, help="the same as --cuda-graphs off")
     return p
 
 

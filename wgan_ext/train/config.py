@@ -30,6 +30,7 @@ CRITIC_NORMS = ("batch", "layer", "none")
 OPTIMIZERS = ("rmsprop", "adam")
 DCGAN_SIZES = (32, 64)
 DIST_BACKENDS = ("auto", "gloo", "nccl")
+GRAPH_MODES = ("auto", "on", "off")
 
 
 def _opt(default, help: str, **extra):  # noqa: A002
@@ -87,10 +88,13 @@ class TrainConfig:
     fused_optimizer: bool = _opt(False, "clip (order after): the critic's optimizer step and the clamp in one "
                                         "fused pass (wgan_ext.ClippedRMSprop / ClippedAdam) instead of the optimizer "
                                         "and a Clipper; equal to float rounding")
-    cuda_graphs: bool = _opt(False, "CUDA, one process: record each critic step and generator step as a CUDA graph "
-                                    "after 3 eager warm-up steps and replay it (one launch per step instead of "
-                                    "hundreds: for launch-bound small models); the random streams are those of "
-                                    "eager, results equal to float rounding. Not with --fused-optimizer")
+    cuda_graphs: str = _opt("auto", "record each critic step and generator step as a CUDA graph after 3 eager "
+                                    "warm-up steps and replay it (one launch per step instead of hundreds: for "
+                                    "launch-bound small models); the random streams are those of eager, results "
+                                    "equal to float rounding. auto: where they apply (CUDA, one process, not "
+                                    "--fused-optimizer), falling back to eager with a warning if a capture fails; "
+                                    "on: always (an error where they cannot); off: never. --cuda-graphs alone: on",
+                            choices=GRAPH_MODES, const="on")
     clip_order: str = _opt("after", "clip: 'after' each critic update (the paper) or 'before' each critic "
                                     "iteration (the official code)", choices=("after", "before"))
     gp_weight: float | None = _opt(None, "gp: penalty weight lambda (default: 10 as the WGAN-GP paper; toy data "
@@ -120,6 +124,10 @@ class TrainConfig:
     n_samples: int | None = _opt(None, "samples in the sample plot (toy: 1000; images: 64)")
     tensorboard: bool = _opt(True, "write TensorBoard events when tensorboard is installed")
     progress: bool = _opt(True, "show a progress bar")
+
+    def __post_init__(self):
+        if isinstance(self.cuda_graphs, bool):  # configs and checkpoints made when it was a flag
+            self.cuda_graphs = "on" if self.cuda_graphs else "off"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -266,7 +274,7 @@ def validate(c: TrainConfig) -> None:
         need(is_num(getattr(c, name)) and 0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     need(is_num(c.clip_value) and c.clip_value > 0, "clip_value", "the clip value c must be a number > 0")
     need(is_num(c.gp_weight) and c.gp_weight >= 0, "gp_weight", "the penalty weight must be a number >= 0")
-    for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "cuda_graphs", "tensorboard",
+    for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "tensorboard",
                  "progress", "plots"):
         need(isinstance(getattr(c, name), bool), name, "must be true or false")
     need(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith("cuda")), "device",

@@ -50,6 +50,21 @@ def build_data(c: TrainConfig):
     return data, tuple(data.shape), None
 
 
+def use_graphs(c: TrainConfig, device: torch.device, world_size: int) -> bool:
+    """Whether this run replays its steps as CUDA graphs: --cuda-graphs on (a ConfigError where they cannot run),
+    auto (where they can), off."""
+    if c.cuda_graphs == "off":
+        return False
+    if c.cuda_graphs == "on":
+        check_graphs_supported(c, device, world_size)
+        return True
+    try:
+        check_graphs_supported(c, device, world_size)
+    except ConfigError:
+        return False
+    return True
+
+
 def check_graphs_supported(c: TrainConfig, device: torch.device, world_size: int) -> None:
     """Raise ConfigError naming what is wrong when --cuda-graphs cannot capture this run's steps."""
     if device.type != "cuda":
@@ -71,6 +86,8 @@ class Trainer:
         holds one (a checkpoint or metrics) raises ConfigError, unless `overwrite` (then that run's files go)."""
         self.config = c = config
         self.device = pick_device(c.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # cuda:N: streams, graphs and default allocations on N
         # data-parallel: this process's rank and share of each global batch (everything below is the same on every
         # rank: seeds, models, data and noise streams; see distributed.py)
         self.dist = Distributed.current()
@@ -84,8 +101,7 @@ class Trainer:
         self.generator.to(self.device)
         self.critic.to(self.device)
         self.constraint: Constraint = constraint_class(c.lipschitz)(c, self.critic, self.device)
-        if c.cuda_graphs:
-            check_graphs_supported(c, self.device, self.dist.world_size)
+        graphed = use_graphs(c, self.device, self.dist.world_size)
         self.opt_g = make_optimizer(c, self.generator.parameters(), c.lr_g)
         self.opt_d = self.constraint.critic_optimizer(self.critic.parameters())
         self.constraint.attach(self.opt_d)
@@ -105,7 +121,7 @@ class Trainer:
             self._load_state(resume_state)
         # --cuda-graphs: both steps recorded once and replayed (wgan_ext.graphs); capturable optimizers on the GPU
         self.critic_graph = self.generator_graph = None
-        if c.cuda_graphs:
+        if graphed:
             capture = self.device.type == "cuda"
             self.critic_graph = graphs.GraphedStep(self._critic_update, capture=capture)
             self.generator_graph = graphs.GraphedStep(self._generator_update, capture=capture)
@@ -216,7 +232,10 @@ class Trainer:
         explicit = self.dist.enabled or self.critic_graph is not None
         extra = [self._local(x) for x in self.constraint.extra_inputs(c.batch_size, self.noise_rng, explicit)]
         if self.critic_graph is not None:
-            return self.critic_graph(real, noise, *extra)
+            try:
+                return self.critic_graph(real, noise, *extra)
+            except graphs.GraphCaptureError as e:
+                self._without_graphs(e)
         return self._critic_update(real, noise, *extra)
 
     def _critic_update(self, real: torch.Tensor, noise: torch.Tensor, *extra: torch.Tensor) -> dict:
@@ -241,8 +260,20 @@ class Trainer:
     def generator_step(self) -> torch.Tensor:
         noise = self._local(self._noise(self.config.batch_size))
         if self.generator_graph is not None:
-            return self.generator_graph(noise)
+            try:
+                return self.generator_graph(noise)
+            except graphs.GraphCaptureError as e:
+                self._without_graphs(e)
         return self._generator_update(noise)
+
+    def _without_graphs(self, error: Exception) -> None:
+        """--cuda-graphs auto: a capture failed, so the run goes on eagerly (the failed capture ran nothing; the
+        step is repeated eagerly on the same inputs). With --cuda-graphs on the error stops the run."""
+        if self.config.cuda_graphs != "auto":
+            raise error
+        warnings.warn(f"--cuda-graphs auto: {error}; training goes on without CUDA graphs", RuntimeWarning,
+                      stacklevel=3)
+        self.critic_graph = self.generator_graph = None
 
     def _generator_update(self, noise: torch.Tensor) -> torch.Tensor:
         for p in self.critic.parameters():
