@@ -74,10 +74,10 @@ if ! step error-smoke "$LOG" 60 "$PY" scripts/error_smoke.py; then
 fi
 step info "$LOG" 60 "$PY" -m wgan_ext.info --require-cuda
 
-# The CUDA tests (or the whole suite) and compute-sanitizer over the kernel tests, all at once: the sanitizers are
-# slow on the CPU side and leave the GPU mostly idle. Each writes its own log; the sanitizers' go into the main log
-# afterwards. memcheck and synccheck cover the kernel tests, the fused optimizers' first (never sanitized before);
-# racecheck (shared-memory hazards) only the kernels that use shared memory: spectral norm and the penalty's norms.
+# The CUDA tests (or the whole suite) and compute-sanitizer, at once: the sanitizers are slow on the CPU side and
+# leave the GPU mostly idle. Each writes its own log; the sanitizers' go into the main log afterwards. memcheck,
+# synccheck and racecheck first run scripts/kernel_smoke.py (every kernel once per representative case: they
+# finish), then memcheck and synccheck the kernel tests, the fused optimizers' first (never sanitized before).
 # The profiler test is left out (CUPTI and the sanitizer conflict), and so is test_graphs.py (the sanitizers do not
 # support graph capture well, and it runs no kernel of ours that the kernel tests do not). Nothing timed runs
 # meanwhile: the benchmarks come after.
@@ -93,12 +93,18 @@ if want tests || want suite; then
     ${PYTEST_ARGS:-} & pids+=($!)
 fi
 if want sanitizer; then
+  # every kernel once per representative case (scripts/kernel_smoke.py: a few dozen launches) under each tool:
+  # these finish (racecheck over the kernel tests did not, in 420 s); memcheck and synccheck also over the kernel
+  # tests, for breadth, as far as the time allows
   for tool in memcheck synccheck racecheck; do
-    files=$KERNEL_TESTS
-    [ "$tool" = racecheck ] && files="python_tests/library/test_spectral_norm.py python_tests/library/test_gradient_penalty.py"
+    step "sanitizer-$tool-smoke" "$OUT/.san-$tool-smoke.log" "$SHARE" "$SANITIZER" --tool "$tool" --error-exitcode 9 \
+      "$PY" scripts/kernel_smoke.py --device cuda &
+    pids+=($!)
+  done
+  for tool in memcheck synccheck; do
     # shellcheck disable=SC2086
-    step "sanitizer-$tool" "$OUT/.san-$tool.log" "$SHARE" "$SANITIZER" --tool "$tool" --error-exitcode 9 \
-      --target-processes all "$PY" -m pytest $files -m cuda -q -p no:cacheprovider -k "not one_launch" &
+    step "sanitizer-$tool-tests" "$OUT/.san-$tool.log" "$SHARE" "$SANITIZER" --tool "$tool" --error-exitcode 9 \
+      --target-processes all "$PY" -m pytest $KERNEL_TESTS -m cuda -q -p no:cacheprovider -k "not one_launch" &
     pids+=($!)
   done
 fi
