@@ -14,17 +14,21 @@ same seed and use the same optimizers:
   sn    torch     ``torch.nn.utils.parametrizations.spectral_norm`` on every Linear / Conv layer of the critic
         wgan_ext  ``wgan_ext.apply_spectral_norm(critic)`` (one batched power iteration per forward)
   *     trainer   the trainer's own iteration (``Trainer._step``, metrics read back every --log-every iterations)
-  *     trainer+cuda-graphs   the same with ``--cuda-graphs`` (CUDA only, toy-mlp: each step replayed as a graph)
+  *     trainer+cuda-graphs   the same with ``--cuda-graphs`` (CUDA only: each step replayed as a graph)
+  *     trainer bf16 ...      resnet32: ``--precision bf16`` (autocast), + ``--channels-last``, + CUDA graphs
   clip  compile   the torch loop with ``torch.compile`` on generator and critic (--compile). Not for gp: the
                   penalty's double backward is not supported by torch.compile; not for sn: with torch's
                   spectral_norm parametrization, which updates u and v in place in the forward, the compiled
                   critic's backward fails with a version-counter error (torch 2.14)
 
-Cases: toy-mlp (2-D data, MLP 3 x 512, batch 256 as the WGAN-GP toy script) and dcgan64 (3 x 64 x 64, DCGAN
+Cases: toy-mlp (2-D data, MLP 3 x 512, batch 256 as the WGAN-GP toy script), dcgan64 (3 x 64 x 64, DCGAN
 generator and critic with ngf = ndf = 64, batch 64; critic normalization as the trainer's defaults: batch for clip,
-layer for gp, none for sn). Variants are timed in alternating rounds (common.time_interleaved).
+layer for gp, none for sn) and resnet32 (gp and sn: the ResNets of WGAN-GP / SN-GAN at 32 px, ngf 128 (sn 256), ndf
+128, batch 64, synthetic 3 x 32 x 32 images; trainer rows in fp32, bf16, and on CUDA bf16 + channels_last, with and
+without CUDA graphs). "real images (samples)/s" = generator it/s x n_critic x batch. Variants are timed in
+alternating rounds (common.time_interleaved).
 
-    python benchmarks/bench_train.py [--device cpu|cuda|all] [--quick] [--compile] [--out DIR]
+    python benchmarks/bench_train.py [--device cpu|cuda|all] [--quick] [--compile] [--cases A,B] [--out DIR]
 """
 
 from __future__ import annotations
@@ -40,16 +44,27 @@ import common  # noqa: E402
 
 import wgan_ext  # noqa: E402
 from wgan_ext.train.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_  # noqa: E402
+from wgan_ext.train.resnet import ResNetCritic, ResNetGenerator  # noqa: E402
 
 N_CRITIC = 5
 CLIP = 0.01
 POOL = 8  # batches in the data pool
 
 
+CASES = ("toy-mlp", "dcgan64", "resnet32")
+CASE_MODES = {"toy-mlp": ("clip", "gp", "sn"), "dcgan64": ("clip", "gp", "sn"), "resnet32": ("gp", "sn")}
+
+
 def case_settings(case: str, quick: bool) -> dict:
     if case == "toy-mlp":
         return dict(batch=32 if quick else 256, hidden=32 if quick else 512)
+    if case == "resnet32":  # WGAN-GP's CIFAR-10 ResNet (ngf = ndf = 128; sn: SN-GAN's ngf 256), batch 64
+        return dict(batch=4 if quick else 64, ndf=8 if quick else 128, size=32)
     return dict(batch=4 if quick else 64, width=8 if quick else 64, size=32 if quick else 64)
+
+
+def resnet_ngf(mode: str, quick: bool) -> int:
+    return 8 if quick else (256 if mode == "sn" else 128)
 
 
 def build(case: str, mode: str, quick: bool, device: str, seed: int = 0):
@@ -60,6 +75,11 @@ def build(case: str, mode: str, quick: bool, device: str, seed: int = 0):
         nz = 2
         g, d = MLPGenerator(nz, (2,), hidden=s["hidden"]), MLPCritic((2,), hidden=s["hidden"])
         pool = torch.randn(POOL, s["batch"], 2)
+    elif case == "resnet32":
+        nz = 128
+        g = ResNetGenerator(32, nz=nz, nc=3, ngf=resnet_ngf(mode, quick))
+        d = ResNetCritic(32, nc=3, ndf=s["ndf"], pool="sum" if mode == "sn" else "mean")
+        pool = torch.rand(POOL, s["batch"], 3, 32, 32) * 2 - 1
     else:
         nz = 100
         norm = {"clip": "batch", "gp": "layer", "sn": "none"}[mode]
@@ -143,19 +163,25 @@ class Loop:
             p.requires_grad_(True)
 
 
-def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bool = False):
-    """The trainer's own iteration on the same models and sizes, data from its toy source, as train() runs it:
-    the metrics stay on the device and are read back once per --log-every iterations."""
-    from wgan_ext.train.config import TrainConfig, resolve
+def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bool = False,
+                 precision: str = "fp32", channels_last: bool = False):
+    """The trainer's own iteration on the same models and sizes, as train() runs it: the metrics stay on the device
+    and are read back once per --log-every iterations. Data: its toy source, or its in-memory synthetic images."""
     from wgan_ext.train import Trainer
+    from wgan_ext.train.config import TrainConfig, resolve
 
     s = case_settings(case, quick)
     common_kw = dict(lipschitz=mode, iters=1, device=device, progress=False, tensorboard=False, plots=False,
-                     batch_size=s["batch"], out=None, cuda_graphs="on" if cuda_graphs else "off")
+                     batch_size=s["batch"], out=None, cuda_graphs="on" if cuda_graphs else "off",
+                     precision=precision, channels_last=channels_last, n_critic=N_CRITIC)
     if case == "toy-mlp":
         cfg = TrainConfig(dataset="8gaussians", hidden=s["hidden"], **common_kw)
+    elif case == "resnet32":
+        cfg = TrainConfig(dataset="synthetic", image_size=32, channels=3, model="resnet", nz=128,
+                          ngf=resnet_ngf(mode, quick), ndf=s["ndf"], lr_decay="none", **common_kw)
     else:
-        return None  # image trainer runs need a dataset on disk; the toy row shows the trainer's own overhead
+        cfg = TrainConfig(dataset="synthetic", image_size=s["size"], channels=3, model="dcgan", nz=100,
+                          ngf=s["width"], ndf=s["width"], lr_decay="none", **common_kw)
     trainer = Trainer(resolve(cfg))
     trainer.generator.train()
     trainer.critic.train()
@@ -183,42 +209,63 @@ def variants_for(mode: str, compile_: bool) -> list[str]:
     return out
 
 
-def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False) -> None:
+def trainer_variants(case: str, device: str) -> dict[str, dict]:
+    """The trainer rows of a case: name -> trainer_step options."""
+    if case in ("toy-mlp", "dcgan64"):
+        return {"trainer": {}, **({"trainer+cuda-graphs": {"cuda_graphs": True}} if device == "cuda" else {})}
+    if case == "resnet32":
+        out = {"trainer": {}, "trainer bf16": {"precision": "bf16"}}
+        if device == "cuda":
+            out["trainer bf16+channels-last"] = {"precision": "bf16", "channels_last": True}
+            out["trainer bf16+channels-last+cuda-graphs"] = {"precision": "bf16", "channels_last": True,
+                                                             "cuda_graphs": True}
+        return out
+    raise ValueError(f"unknown case {case!r}")
+
+
+def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, cases=CASES) -> None:
     env = common.environment(device)
     rows, failed = [], []
-    for case in ("toy-mlp", "dcgan64"):
-        for mode in ("clip", "gp", "sn"):
+    for case in cases:
+        for mode in CASE_MODES[case]:
             fns = {v: Loop(case, mode, v, quick, device).step for v in variants_for(mode, compile_)}
-            step = trainer_step(case, mode, quick, device)
-            if step is not None:
-                fns["trainer"] = step
-                if device == "cuda":
-                    try:  # a failure here must not cost the GPU run its other rows: it is reported as a row
-                        fns["trainer+cuda-graphs"] = trainer_step(case, mode, quick, device, cuda_graphs=True)
-                    except Exception as e:  # noqa: BLE001
-                        failed.append({"case": case, "mode": mode,
-                                       "variant": f"trainer+cuda-graphs FAILED: {type(e).__name__}: {e}"[:300]})
+            for name, options in trainer_variants(case, device).items():
+                try:  # a failure here must not cost the GPU run its other rows: it is reported as a row
+                    fns[name] = trainer_step(case, mode, quick, device, **options)
+                except Exception as e:  # noqa: BLE001
+                    failed.append({"case": case, "mode": mode,
+                                   "variant": f"{name} FAILED: {type(e).__name__}: {e}"[:300]})
             min_time = 0.5 if quick else (6.0 if case == "toy-mlp" else 20.0)
             timed = common.time_interleaved(fns, device, min_run_time=min_time, rounds=3 if quick else 7)
             base = timed["torch"]["median_us"]
+            batch = case_settings(case, quick)["batch"]
             for v, t in timed.items():
-                rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": 1e6 / t["median_us"],
-                             "vs_torch": base / t["median_us"]})
+                it_per_s = 1e6 / t["median_us"]
+                rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": it_per_s,
+                             "real_per_s": it_per_s * N_CRITIC * batch, "vs_torch": base / t["median_us"]})
     rows += failed
     table = common.markdown_table(rows, [("case", "case", "s"), ("mode", "mode", "s"), ("variant", "variant", "s"),
-                                         ("it_per_s", "generator it/s", ".3g"), ("iqr_us", "IQR (µs/it)", ".3g"),
-                                         ("vs_torch", "× torch loop", ".2f")])
+                                         ("it_per_s", "generator it/s", ".3g"),
+                                         ("real_per_s", "real images (samples)/s", ".4g"),
+                                         ("iqr_us", "IQR (µs/it)", ".3g"), ("vs_torch", "× torch loop", ".2f")])
     settings = {"quick": quick, "n_critic": N_CRITIC, "compile": compile_,
-                "cases": {c: case_settings(c, quick) for c in ("toy-mlp", "dcgan64")}}
+                "cases": {c: case_settings(c, quick) for c in cases}}
     common.write_results("train", device, env, settings, rows, table, out_dir)
 
 
 def main(argv=None) -> int:
     def add_arguments(parser):
         parser.add_argument("--compile", action="store_true", help="add torch.compile variants of the torch loop")
+        parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
 
-    return common.run_cli(__doc__.splitlines()[0], lambda device, quick, out, args: run_device(
-        device, quick, out, args.compile), argv, add_arguments)
+    def run(device, quick, out, args):
+        cases = [c for c in args.cases.split(",") if c]
+        unknown = sorted(set(cases) - set(CASES))
+        if unknown:
+            raise SystemExit(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(CASES)}")
+        run_device(device, quick, out, args.compile, cases)
+
+    return common.run_cli(__doc__.splitlines()[0], run, argv, add_arguments)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,11 @@ def test_benchmark_command_runs_training_throughput_and_writes_results(tmp_path)
             assert {"torch", "wgan_ext"} <= set(got), (case, mode, set(got))
             assert got["torch"]["vs_torch"] == 1.0
             assert all(r["it_per_s"] > 0 for r in got.values())
-    assert {r["variant"] for r in rows if r["case"] == "toy-mlp"} >= {"trainer"}
+    assert all("trainer" in {r["variant"] for r in rows if r["case"] == case} for case in ("toy-mlp", "dcgan64"))
+    for mode in ("gp", "sn"):  # the ResNet rows: the loops and the trainer in fp32 and bf16, images per second
+        got = {r["variant"]: r for r in rows if r["case"] == "resnet32" and r["mode"] == mode}
+        assert {"torch", "wgan_ext", "trainer", "trainer bf16"} <= set(got), (mode, set(got))
+        assert all(r["real_per_s"] == pytest.approx(r["it_per_s"] * 5 * 4) for r in got.values())
     results = (tmp_path / "RESULTS.md").read_text()
     assert "## End-to-end training throughput" in results and "| toy-mlp | gp | torch |" in results
     assert "## Weight clipping" not in results  # only what is under --out

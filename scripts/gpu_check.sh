@@ -122,7 +122,8 @@ if want bench; then
     if [ "$bench" = profile ]; then
       step "profile-steps-cuda" "$LOG" 90 "$PY" scripts/profile_steps.py --device cuda
     else
-      step "bench-$bench-cuda" "$LOG" 200 "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
+      limit=200; [ "$bench" = train ] && limit=260  # train: toy, DCGAN-64 and ResNet-32 rows, graphs included
+      step "bench-$bench-cuda" "$LOG" "$limit" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
     fi
   done
   for f in "$BENCH_TMP"/*.json; do [ -f "$f" ] && mv "$f" "$OUT/"; done

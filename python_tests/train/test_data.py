@@ -21,7 +21,19 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def test_names():
     assert DATASETS == TOY_DATASETS + IMAGE_DATASETS
-    assert len(set(DATASETS)) == 10
+    assert len(set(DATASETS)) == 11
+
+
+def test_synthetic_images_are_fixed_smooth_and_in_range():
+    a, b = image_data("synthetic", image_size=16, channels=1), image_data("synthetic")
+    assert a.shape == (1, 16, 16) and b.shape == (3, 32, 32) and len(a) == len(b) == 1024
+    assert torch.equal(a.tensor, image_data("synthetic", image_size=16, channels=1).tensor)  # the same every time
+    assert a.tensor.min() >= -1 and a.tensor.max() <= 1 and a.tensor.std() > 0.1
+    assert (a.tensor[:, :, 1:] - a.tensor[:, :, :-1]).abs().max() < 0.5  # smooth: neighbours close
+    with pytest.raises(ValueError, match="channels=2 is not supported for 'synthetic'"):
+        image_data("synthetic", channels=2)
+    with pytest.raises(ValueError, match="image_size must be an integer >= 4"):
+        image_data("synthetic", image_size=2)
 
 
 # ------------------------------------------------------------------------------------------------------------- toy

@@ -25,10 +25,12 @@ from .data import DATASETS, IMAGE_DATASETS, TOY_DATASETS
 from .errors import ConfigError
 
 MODES = tuple(CONSTRAINTS)  # the built-in constraints; --lipschitz accepts every registered one (CONSTRAINTS)
-MODELS = ("mlp", "dcgan")
+MODELS = ("mlp", "dcgan", "resnet")
 CRITIC_NORMS = ("batch", "layer", "none")
 OPTIMIZERS = ("rmsprop", "adam")
 DCGAN_SIZES = (32, 64)
+RESNET_SIZES = (32, 48)
+PRECISIONS = ("fp32", "bf16", "fp16")
 DIST_BACKENDS = ("auto", "gloo", "nccl")
 GRAPH_MODES = ("auto", "on", "off")
 
@@ -56,18 +58,26 @@ class TrainConfig:
     batch_size: int = _opt(64, "batch size m (the WGAN paper's 64); under torchrun the global batch, split "
                                "equally over the processes (must be divisible by their number)")
     # models
-    model: str | None = _opt(None, "mlp or dcgan (default: mlp for toy data and images not 32/64 px, dcgan "
-                                   "otherwise)", choices=MODELS)
+    model: str | None = _opt(None, "mlp, dcgan or resnet (the ResNets of WGAN-GP and SN-GAN, 32 or 48 px; default: "
+                                   "mlp for toy data and images not 32/64 px, dcgan otherwise)", choices=MODELS)
     nz: int | None = _opt(None, "noise dimension (default: 2 for toy data, 100 for images)")
     hidden: int = _opt(512, "MLP hidden units")
     depth: int | None = _opt(None, "MLP hidden layers (default: 3 for toy data, 4 for images)")
-    ngf: int = _opt(64, "DCGAN generator width")
-    ndf: int = _opt(64, "DCGAN critic width")
+    ngf: int | None = _opt(None, "generator width (default: DCGAN 64; ResNet at 32 px 128, sn 256 as SN-GAN; at 48 "
+                                 "px the base width 64)")
+    ndf: int | None = _opt(None, "critic width (default: DCGAN 64; ResNet at 32 px 128; at 48 px the base width 64)")
     n_extra_layers: int = _opt(0, "DCGAN extra 3x3 conv layers in generator and critic")
     g_batchnorm: bool = _opt(True, "BatchNorm in the DCGAN generator (--no-g-batchnorm: the official --noBN)")
-    critic_norm: str | None = _opt(None, "normalization in the DCGAN critic: batch, layer or none (default: batch "
-                                         "for clip as the official code, layer for gp, none for sn)",
+    critic_norm: str | None = _opt(None, "normalization in the DCGAN / ResNet critic: batch, layer or none "
+                                         "(default: batch for clip as the official code; DCGAN: layer for gp, none "
+                                         "for sn; ResNet: none for gp and sn, as their papers)",
                                    choices=CRITIC_NORMS)
+    precision: str = _opt("fp32", "fp32, bf16 (autocast to bfloat16; recommended on GPUs that have it) or fp16 "
+                                  "(autocast to float16 with a GradScaler for both optimizers and the penalty). "
+                                  "Parameters, optimizer state, clipping and the spectral-norm power iteration stay "
+                                  "in float32", choices=PRECISIONS)
+    channels_last: bool = _opt(False, "conv models: parameters and batches in channels_last memory format (faster "
+                                      "convolutions on tensor-core GPUs)")
     # optimization
     n_critic: int = _opt(5, "critic iterations per generator iteration")
     diters_schedule: str = _opt("constant", "clip: 'official' runs 100 critic iterations for the first 25 "
@@ -196,12 +206,18 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if c.depth is None:
         c.depth = 3 if toy else 4
     if c.image_size is None and not toy:
-        c.image_size = {"digits": 8, "mnist": 32, "cifar10": 32}.get(c.dataset, 64)
+        c.image_size = {"digits": 8, "mnist": 32, "cifar10": 32, "synthetic": 32}.get(c.dataset, 64)
     if c.model is None:
         c.model = "dcgan" if (not toy and c.image_size in DCGAN_SIZES) else "mlp"
     mode = constraint_class(c.lipschitz)
     if c.critic_norm is None:
         c.critic_norm = mode.default_critic_norm
+        if c.model == "resnet" and c.critic_norm != "batch":  # the WGAN-GP and SN-GAN ResNet critics: none
+            c.critic_norm = "none"
+    if c.ngf is None:
+        c.ngf = mode.resnet_ngf if (c.model == "resnet" and c.image_size == 32) else 64
+    if c.ndf is None:
+        c.ndf = 128 if (c.model == "resnet" and c.image_size == 32) else 64
     if c.optimizer is None:
         c.optimizer = mode.default_optimizer
     if c.lr_d is None:
@@ -274,7 +290,7 @@ def validate(c: TrainConfig) -> None:
         need(is_num(getattr(c, name)) and 0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     need(is_num(c.clip_value) and c.clip_value > 0, "clip_value", "the clip value c must be a number > 0")
     need(is_num(c.gp_weight) and c.gp_weight >= 0, "gp_weight", "the penalty weight must be a number >= 0")
-    for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "tensorboard",
+    for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "tensorboard", "channels_last",
                  "progress", "plots"):
         need(isinstance(getattr(c, name), bool), name, "must be true or false")
     need(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith("cuda")), "device",
@@ -286,6 +302,9 @@ def validate(c: TrainConfig) -> None:
         if c.model == "dcgan":
             need(c.image_size in DCGAN_SIZES, "image_size",
                  f"the DCGAN models make 32 or 64 px images (use --model mlp for {c.image_size} px)")
+        if c.model == "resnet":
+            need(c.image_size in RESNET_SIZES, "image_size",
+                 f"the ResNet models make 32 or 48 px images (use --model mlp for {c.image_size} px)")
         if c.dataset == "folder":
             need(c.data_root is not None, "data_root", "the folder dataset needs --data-root FOLDER")
         if c.channels is not None:
@@ -293,6 +312,9 @@ def validate(c: TrainConfig) -> None:
     else:
         need(c.model == "mlp", "model", "toy 2-D data trains MLPs (--model mlp)")
     constraint_class(c.lipschitz).validate(c)
+    if c.channels_last and c.model == "mlp":
+        raise ConfigError("--channels-last: a memory format of convolutions; the MLP models have none (use --model "
+                          "dcgan or resnet)")
     if c.eval_every and c.dataset not in TOY_DATASETS and c.dataset != "digits":
         raise ConfigError(f"--eval-every: no offline quality metric for {c.dataset!r} (toy data and digits have one)")
     if c.fused_optimizer and (c.lipschitz != "clip" or c.clip_order != "after"):

@@ -28,7 +28,8 @@ __all__ = ["TOY_DATASETS", "IMAGE_DATASETS", "DATASETS", "DataError", "ToyDistri
            "ImageData", "image_data", "Batches"]
 
 TOY_DATASETS = ("8gaussians", "25gaussians", "ring", "grid", "swissroll")
-IMAGE_DATASETS = ("digits", "folder", "mnist", "cifar10", "lsun")
+IMAGE_DATASETS = ("digits", "folder", "mnist", "cifar10", "lsun", "synthetic")
+SYNTHETIC_N = 1024  # images in the synthetic dataset
 DATASETS = TOY_DATASETS + IMAGE_DATASETS
 
 DIGITS_SIZES = (8, 16, 32, 64)
@@ -199,6 +200,20 @@ def _digits(image_size) -> ImageData:
     return ImageData("digits", (1, int(image_size), int(image_size)), tensor=images.contiguous())
 
 
+def _synthetic(image_size, channels) -> ImageData:
+    """SYNTHETIC_N smooth random images in memory (the same every time): throughput runs and benchmarks of image
+    models without a dataset on disk, like torchvision's FakeData but without torchvision or per-item decoding."""
+    image_size = 32 if image_size is None else image_size
+    channels = 3 if channels is None else channels
+    if not _is_int(image_size) or image_size < 4:
+        raise ValueError(f"image_size must be an integer >= 4 for 'synthetic', got {image_size!r}")
+    _channels("synthetic", channels, (1, 3))
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(SYNTHETIC_N, channels, 4, 4, generator=g) * 2 - 1
+    images = F.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return ImageData("synthetic", (channels, image_size, image_size), tensor=images.contiguous())
+
+
 class _FlatImages(Dataset):
     """Image files directly inside one folder; items are image tensors (no labels)."""
 
@@ -290,6 +305,7 @@ def image_data(name: str, *, root: str | None = None, image_size: int | None = N
     """The image dataset ``name`` (one of IMAGE_DATASETS), values in [-1, 1].
 
     digits: scikit-learn's 1797 8x8 digits in memory, upscaled bilinearly to image_size 16, 32 or 64 if asked.
+    synthetic: 1024 smooth random images in memory (image_size default 32, channels 3): for throughput runs.
     folder: images in ``root`` (flat, or in class subfolders), RGB (channels 3) or grayscale (1), image_size 64.
     mnist, cifar10, lsun (bedroom_train): torchvision datasets under ``root`` (default ./data); image_size 32, 32
     and 64 by default. Missing data raises DataError (``download=True`` fetches MNIST and CIFAR-10).
@@ -301,6 +317,8 @@ def image_data(name: str, *, root: str | None = None, image_size: int | None = N
         return _digits(image_size)
     if name == "folder":
         return _folder(root, image_size, channels)
+    if name == "synthetic":
+        return _synthetic(image_size, channels)
     if name in ("mnist", "cifar10", "lsun"):
         return _torchvision_dataset(name, root, image_size, channels, download)
     if name in TOY_DATASETS:

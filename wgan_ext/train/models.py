@@ -6,6 +6,7 @@ for 32 and 64 px images, with the DCGAN initialization. Critics end in a linear 
     dcgan_init_(model)                            conv and linear weights ~ N(0, 0.02), norm weights ~ N(1, 0.02)
     build_models(config, shape)                   (generator, critic) for a resolved TrainConfig and a sample shape
     build_generator(config, shape)                the generator alone (wgan-generate)
+The ResNets of WGAN-GP and SN-GAN are in resnet.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 
 import torch
 from torch import nn
+
+from .resnet import ResNetCritic, ResNetGenerator
 
 IMAGE_SIZES = (32, 64)
 
@@ -147,6 +150,8 @@ def build_generator(c, shape: tuple[int, ...]) -> nn.Module:
     """The generator for a resolved TrainConfig `c` and a data sample shape (torch's default initialization)."""
     if c.model == "mlp":
         return MLPGenerator(c.nz, shape, hidden=c.hidden, depth=c.depth)
+    if c.model == "resnet":
+        return ResNetGenerator(c.image_size, nz=c.nz, nc=shape[0], ngf=c.ngf)
     return DCGANGenerator(c.image_size, nz=c.nz, nc=shape[0], ngf=c.ngf, n_extra_layers=c.n_extra_layers,
                           batchnorm=c.g_batchnorm)
 
@@ -157,5 +162,10 @@ def build_models(c, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
     g = build_generator(c, shape)
     if c.model == "mlp":
         return g, MLPCritic(shape, hidden=c.hidden, depth=c.depth)
+    if c.model == "resnet":  # initialized as SN-GAN's code (resnet.py)
+        from .constraints import constraint_class
+
+        return g, ResNetCritic(c.image_size, nc=shape[0], ndf=c.ndf, norm=c.critic_norm,
+                               pool=constraint_class(c.lipschitz).resnet_pool)
     d = DCGANCritic(c.image_size, nc=shape[0], ndf=c.ndf, n_extra_layers=c.n_extra_layers, norm=c.critic_norm)
     return dcgan_init_(g), dcgan_init_(d)

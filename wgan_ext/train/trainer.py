@@ -73,6 +73,9 @@ def check_graphs_supported(c: TrainConfig, device: torch.device, world_size: int
     if world_size > 1:
         raise ConfigError(f"--cuda-graphs runs in one process; this run has {world_size} (torchrun): the "
                           f"gradient all-reduce between processes is not captured")
+    if c.precision == "fp16":
+        raise ConfigError("--cuda-graphs with --precision fp16: the GradScaler's step reads its inf check on the host, "
+                          "which a graph cannot; use --precision bf16 (no scaler) or --cuda-graphs off")
     why = constraint_class(c.lipschitz).graphs_unsupported(c)
     if why:
         raise ConfigError(why)
@@ -100,7 +103,16 @@ class Trainer:
         self.generator, self.critic = build_models(c, self.shape)
         self.generator.to(self.device)
         self.critic.to(self.device)
+        if c.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.critic.to(memory_format=torch.channels_last)
         self.constraint: Constraint = constraint_class(c.lipschitz)(c, self.critic, self.device)
+        # --precision: autocast of both models' forwards; with fp16 a GradScaler per optimizer (and the penalty's)
+        self._amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=c.precision == "fp16")
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=c.precision == "fp16")
+        self.constraint.scaler = self.scaler_d if self.scaler_d.is_enabled() else None
+        self._skipped = torch.zeros((), device=self.device)  # optimizer steps the scalers skipped (inf gradients)
         graphed = use_graphs(c, self.device, self.dist.world_size)
         self.opt_g = make_optimizer(c, self.generator.parameters(), c.lr_g)
         self.opt_d = self.constraint.critic_optimizer(self.critic.parameters())
@@ -151,6 +163,7 @@ class Trainer:
                 # as the plain optimizers save it, whether or not --cuda-graphs made them capturable
                 "opt_g": graphs.portable_state_dict(self.opt_g), "opt_d": graphs.portable_state_dict(self.opt_d),
                 "constraint": self.constraint.state_dict(),
+                "scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict(),
                 "data": self.batches.state_dict(),
                 "noise_rng": self.noise_rng.get_state(), "noise_rng_device": self.noise_rng.device.type,
                 "fixed_noise": self.fixed_noise, "rng": rng_state(),
@@ -163,6 +176,9 @@ class Trainer:
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
         self.constraint.load_state_dict(s.get("constraint", {}))  # absent in checkpoints before the constraints
+        for name, scaler in (("scaler_d", self.scaler_d), ("scaler_g", self.scaler_g)):
+            if s.get(name):  # absent before --precision; {} for a disabled scaler
+                scaler.load_state_dict(s[name])
         self.batches.load_state_dict(s["data"])
         self._set_noise_state(s["noise_rng"], s.get("noise_rng_device"))
         self.fixed_noise = s["fixed_noise"]
@@ -228,6 +244,8 @@ class Trainer:
         otherwise the step draws the same values itself)."""
         c = self.config
         real = self.batches.next()  # this rank's share of the global batch
+        if c.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
         noise = self._local(self._noise(c.batch_size))
         explicit = self.dist.enabled or self.critic_graph is not None
         extra = [self._local(x) for x in self.constraint.extra_inputs(c.batch_size, self.noise_rng, explicit)]
@@ -241,18 +259,19 @@ class Trainer:
     def _critic_update(self, real: torch.Tensor, noise: torch.Tensor, *extra: torch.Tensor) -> dict:
         """The critic update on given inputs (what --cuda-graphs records): no host synchronization in here."""
         self.constraint.before_critic_step()
-        with torch.no_grad():
-            fake = self.generator(noise)
-        # means over the local share; the averaged gradient is that of the global mean (equal shares)
-        w = self.critic(real).mean() - self.critic(fake).mean()
-        loss = -w
-        term, out = self.constraint.critic_loss(self.critic, real, fake, list(extra), self.noise_rng)
-        if term is not None:
-            loss = loss + term
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(noise).to(real.dtype)  # the penalty interpolates real and fake: one dtype
+        with self._autocast():
+            # means over the local share; the averaged gradient is that of the global mean (equal shares)
+            w = self.critic(real).float().mean() - self.critic(fake).float().mean()
+            loss = -w
+            term, out = self.constraint.critic_loss(self.critic, real, fake, list(extra), self.noise_rng)
+            if term is not None:
+                loss = loss + term
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler_d.scale(loss).backward()
         self.dist.average_gradients(self.critic.parameters())
-        self.opt_d.step()  # an attached Clipper clamps here (the paper's order)
+        self._scaled_step(self.scaler_d, self.opt_d)  # an attached Clipper clamps here (the paper's order)
         out["w_estimate"] = w.detach()
         out["loss_d"] = loss.detach()
         return out
@@ -279,15 +298,32 @@ class Trainer:
         for p in self.critic.parameters():
             p.requires_grad_(False)
         try:
-            loss = -self.critic(self.generator(noise)).mean()
+            with self._autocast():
+                loss = -self.critic(self.generator(noise)).float().mean()
             self.opt_g.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler_g.scale(loss).backward()
             self.dist.average_gradients(self.generator.parameters())
-            self.opt_g.step()
+            self._scaled_step(self.scaler_g, self.opt_g)
         finally:
             for p in self.critic.parameters():
                 p.requires_grad_(True)
         return loss.detach()
+
+    def _autocast(self):
+        """--precision bf16/fp16: autocast of the models' forwards (a no-op context for fp32)."""
+        return torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
+                              enabled=self._amp_dtype is not None)
+
+    def _scaled_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
+        """optimizer.step() through its GradScaler (fp16: skipped when a gradient is inf/NaN, then the scale
+        shrinks; counted, on the device, into skipped_steps). Disabled scalers call optimizer.step() as it is."""
+        if not scaler.is_enabled():
+            optimizer.step()
+            return
+        before = scaler._get_scale_async().clone()
+        scaler.step(optimizer)
+        scaler.update()
+        self._skipped += (scaler._get_scale_async() < before).float()  # update() shrinks the scale after a skip
 
     def set_learning_rates(self) -> None:
         """The configured lr of both optimizers, scaled for the current iteration by --lr-decay (a function of the
@@ -327,6 +363,10 @@ class Trainer:
                 self.dist.broadcast_state(model, buffers_of=_BATCHNORMS)
         scalars = {"w_estimate": last["w_estimate"], "loss_d": last["loss_d"], "loss_g": loss_g,
                    **self.constraint.metrics(last)}
+        if self.scaler_d.is_enabled():
+            scalars["grad_scale"] = self.scaler_d._get_scale_async()
+            scalars["skipped_steps"] = self._skipped.clone()
+            self._skipped.zero_()
         vectors = self.constraint.vectors()
         self._layout = (list(scalars), [(name, v.numel()) for name, v in vectors.items()])
         # a copy: with CUDA graphs the step's outputs are overwritten by the next replay
@@ -394,6 +434,8 @@ class Trainer:
 
     def _non_finite(self, m: dict, all_finite: bool | None = None) -> str | None:
         bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad and m.get("skipped_steps"):
+            bad = []  # fp16: the GradScaler skipped a step on inf values (then shrinks its scale): not a divergence
         if bad:
             return (f"generator iteration {m['iteration']}: {', '.join(bad)} became non-finite "
                     f"({', '.join(f'{k}={m[k]}' for k in bad)})")

@@ -37,6 +37,8 @@ class Constraint:
     summary: ClassVar[str]
     default_optimizer: ClassVar[str] = "adam"
     default_critic_norm: ClassVar[str] = "none"
+    resnet_ngf: ClassVar[int] = 128      # the 32 px ResNet generator's width (WGAN-GP's)
+    resnet_pool: ClassVar[str] = "mean"  # the ResNet critic's final pooling (WGAN-GP's)
 
     # ----------------------------------------------------------------------------------- config-level (classmethods)
     @classmethod
@@ -59,6 +61,8 @@ class Constraint:
         return None
 
     # ----------------------------------------------------------------------------------------------- per run
+    scaler = None  # the critic's GradScaler under --precision fp16 (set by the trainer), for a gradient penalty
+
     def __init__(self, config, critic: nn.Module, device: torch.device):
         self.config = config
         self.critic = critic

@@ -61,12 +61,13 @@ class WeightClipping(Constraint):
             self.clipper()
 
     def metrics(self, outputs):
-        if self.clipper is not None:
+        if self.clipper is not None and self.clipper.last_counts is not None:
             return {"clip_saturation": self.clipper.saturation_tensor()}
+        # the fused step's clamp, or a Clipper not yet called (fp16: the scaler skipped every step so far)
         return {"clip_saturation": self._saturation()}
 
     def _saturation(self) -> torch.Tensor:
-        """Fraction of the critic's weights at a clip bound after a fused step, as a 0-dim float64 tensor (no
+        """Fraction of the critic's weights at a clip bound, counted here, as a 0-dim float64 tensor (no
         synchronization)."""
         params = [p.detach() for p in self.critic.parameters()]
         total = sum(p.numel() for p in params)

@@ -21,7 +21,7 @@ class GradientPenalty(Constraint):
 
     @classmethod
     def validate(cls, c) -> None:
-        if c.model == "dcgan" and c.critic_norm == "batch":
+        if c.model in ("dcgan", "resnet") and c.critic_norm == "batch":
             raise ConfigError("--critic-norm: 'batch' with --lipschitz gp: BatchNorm mixes the samples of a batch, so "
                               "the penalty is no longer per sample (and double backward through it is slow); use "
                               "--critic-norm layer (the WGAN-GP paper) or none")
@@ -38,7 +38,7 @@ class GradientPenalty(Constraint):
         # the penalty's inner autograd.grad is local to this process and plain (no DDP hooks): only the averaged
         # .grad is shared
         penalty, norms = gradient_penalty(critic, real, fake, weight=c.gp_weight, one_sided=c.gp_one_sided,
-                                          alpha=alpha, generator=rng, return_norms=True,
+                                          alpha=alpha, generator=rng, return_norms=True, scaler=self.scaler,
                                           check_alpha=False)  # torch.rand: in [0, 1); no host read
         return penalty, {"gp": penalty.detach(), "grad_norms": norms}
 

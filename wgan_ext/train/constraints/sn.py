@@ -14,6 +14,8 @@ from .base import Constraint
 class SpectralNormalization(Constraint):
     name = "sn"
     summary = "sn (spectral normalization)"
+    resnet_ngf = 256      # SN-GAN's CIFAR-10 ResNet (Table 4)
+    resnet_pool = "sum"   # SN-GAN's critic sums over the last feature map
 
     def __init__(self, config, critic, device):
         super().__init__(config, critic, device)
