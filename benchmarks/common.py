@@ -54,6 +54,17 @@ def device_name(device: str) -> str:
     return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
+def _repo_relative(arg: str) -> str:
+    """A command-line argument as committed results should show it: paths inside the repository relative to it."""
+    path = Path(arg)
+    if path.is_absolute():
+        try:
+            return str(path.resolve().relative_to(ROOT))
+        except ValueError:
+            return arg
+    return arg
+
+
 def environment(device: str) -> dict:
     import wgan_ext
 
@@ -66,7 +77,7 @@ def environment(device: str) -> dict:
         "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wgan_ext_build": wgan_ext.build_info(),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": " ".join([Path(sys.argv[0]).name] + [_repo_relative(a) for a in sys.argv[1:]]),
     }
 
 

@@ -153,3 +153,14 @@ def test_profile_steps_smoke_run_prints_every_section(tmp_path):
                  "SN critic forward, dcgan64", "trainer iteration, toy MLP, clip", "trainer iteration, toy MLP, sn"):
         assert f"=== {what}" in out.stdout, what
     assert "operator calls" in out.stdout and "Self CPU" in out.stdout
+
+
+def test_committed_commands_name_repository_paths_relatively():
+    sys.path.insert(0, str(BENCH))
+    import common
+
+    assert common._repo_relative(str(BENCH / "results")) == "benchmarks/results"
+    assert common._repo_relative("/somewhere/else") == "/somewhere/else"
+    assert common._repo_relative("--quick") == "--quick"
+    for md in (BENCH / "results").glob("*.md"):  # no machine's absolute path in what is committed
+        assert str(BENCH.parent) not in md.read_text(), md.name
