@@ -25,7 +25,10 @@ def small(**kw) -> TrainConfig:
 
 
 def states(t: Trainer) -> dict:
-    return {"generator": t.generator.state_dict(), "critic": t.critic.state_dict()}
+    out = {"generator": t.generator.state_dict(), "critic": t.critic.state_dict()}
+    if t.ema is not None:
+        out["generator_ema"] = t.ema.state_dict()
+    return out
 
 
 def main(root: str) -> None:
@@ -37,7 +40,7 @@ def main(root: str) -> None:
         # a run folder per rank: rank 0 must write its own, every other rank nothing
         writes = mode == "gp"  # plots and TensorBoard in one mode (they cost time)
         t = Trainer(small(lipschitz=mode, out=os.path.join(root, f"{mode}-rank{rank}"), plots=writes,
-                          tensorboard=writes))
+                          tensorboard=writes, g_ema=0.99))
         last = t.train()
         out["runs"][mode] = {**states(t), "last": last}
         # a checkpoint written by 2 ranks at iteration 2, resumed by the test in 1 process

@@ -70,7 +70,7 @@ def test_ranks_stay_identical(ranks, mode):
     """Parameters and buffers (SN's u, v; nothing is re-broadcast during training except BatchNorm statistics)."""
     _, (r0, r1) = ranks
     assert r0["world_size"] == r1["world_size"] == 2
-    for part in ("generator", "critic"):
+    for part in ("generator", "critic", "generator_ema"):  # the generator's EMA too (--g-ema)
         a, b = r0["runs"][mode][part], r1["runs"][mode][part]
         assert a.keys() == b.keys()
         for k in a:

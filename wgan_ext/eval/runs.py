@@ -71,7 +71,7 @@ def w_estimate_at(metrics: list[dict], iterations: list[int], window: int = 21) 
     return out
 
 
-def evaluate_run(path: str, n: int | None = None, seed: int = 0, device: str = "cpu") -> dict:
+def evaluate_run(path: str, n: int | None = None, seed: int = 0, device: str = "cpu", raw: bool = False) -> dict:
     """Metrics of a run's last checkpoint (or of a checkpoint file) and, for a run folder with eval.jsonl, the
     correlation between the critic's W estimate and the quality metric over the run."""
     from ..train.generate import generate, load_generator
@@ -80,10 +80,12 @@ def evaluate_run(path: str, n: int | None = None, seed: int = 0, device: str = "
     dataset = cfg["dataset"]
     from ..train.checkpoint import load_checkpoint
 
-    iteration = load_checkpoint(path)["iteration"]
+    state = load_checkpoint(path)
+    iteration = state["iteration"]
+    sampled = "generator" if (raw or state.get("generator_ema") is None) else "generator EMA"
     n = n or (N_TOY if dataset in TOY_DATASETS else 1000)
-    fake = generate(path, n, seed=seed + 7, device=device)
-    result = {"checkpoint_iteration": iteration, "dataset": dataset, "lipschitz": cfg["lipschitz"],
+    fake = generate(path, n, seed=seed + 7, device=device, raw=raw)
+    result = {"checkpoint_iteration": iteration, "dataset": dataset, "lipschitz": cfg["lipschitz"], "sampled": sampled,
               "metrics": evaluate_samples(fake, dataset, seed)}
     run = path if os.path.isdir(path) else None
     if run:
@@ -133,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the real reference samples")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("-o", "--output", default=None, help="JSON file to write (default RUN_DIR/eval.json)")
+    p.add_argument("--raw", action="store_true", help="evaluate the generator itself, not its EMA (runs with --g-ema)")
     args = p.parse_args(argv)
     from ..train.checkpoint import CheckpointError
 
     try:
-        result = evaluate_run(args.path, n=args.n, seed=args.seed, device=args.device)
+        result = evaluate_run(args.path, n=args.n, seed=args.seed, device=args.device, raw=args.raw)
     except (CheckpointError, ValueError, ImportError) as e:
         print(f"wgan-eval: error: {e}", file=sys.stderr)
         return 2
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(out, "w") as f:
             json.dump(result, f, indent=2)
     m = result["metrics"]
-    lines = [f"{result['dataset']}, {result['lipschitz']}, checkpoint at iteration {result['checkpoint_iteration']}"]
+    lines = [f"{result['dataset']}, {result['lipschitz']}, checkpoint at iteration {result['checkpoint_iteration']} "
+             f"({result['sampled']})"]
     for k, v in m.items():
         if not isinstance(v, list):
             lines.append(f"  {k:16s} {v:.4f}" if isinstance(v, float) else f"  {k:16s} {v}")

@@ -87,7 +87,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict |
         raise ConfigError(f"--resume: {', '.join('--' + k.replace('_', '-') for k in fixed)} cannot change when "
                           f"resuming (the run was made with them); resumable: "
                           f"{', '.join(sorted(cfgmod.RESUMABLE))}")
-    merged = {**state["config"], **values}
+    merged = {**cfgmod.BEFORE_IT_EXISTED, **state["config"], **values}
     cfg = cfgmod.from_dict(merged)
     cfgmod.validate(cfg)
     if cfg.iters < state["iteration"]:
@@ -119,7 +119,8 @@ def _continue_or_refuse(cfg: TrainConfig, overwrite: bool) -> dict | None:
             f"another --out, or replace it with --overwrite")
     if saved is None:
         raise ConfigError(f"{where}, but its config.json is missing or unreadable: {ways}")
-    diff = run_folder.differences(cfg.to_dict(), saved, cfgmod.OPTIONS, cfgmod.RESUMABLE)
+    diff = run_folder.differences(cfg.to_dict(), {**cfgmod.BEFORE_IT_EXISTED, **saved}, cfgmod.OPTIONS,
+                                  cfgmod.RESUMABLE)
     if diff:
         shown = "; ".join(f"--{k.replace('_', '-')} {before!r} there, {now!r} now" for k, before, now in diff)
         raise ConfigError(f"{where} made with other options ({shown}): {ways}")

@@ -33,6 +33,7 @@ RESNET_SIZES = (32, 48)
 PRECISIONS = ("fp32", "bf16", "fp16")
 DIST_BACKENDS = ("auto", "gloo", "nccl")
 GRAPH_MODES = ("auto", "on", "off")
+DEFAULT_G_EMA = 0.0  # see docs/training.md, "Generator EMA", for the measurement behind it
 
 
 def _opt(default, help: str, **extra):  # noqa: A002
@@ -78,6 +79,10 @@ class TrainConfig:
                                   "in float32", choices=PRECISIONS)
     channels_last: bool = _opt(False, "conv models: parameters and batches in channels_last memory format (faster "
                                       "convolutions on tensor-core GPUs)")
+    g_ema: float | None = _opt(None, "decay of an exponential moving average of the generator's parameters, ramped "
+                                     "up with the step count (min(decay, (1+t)/(10+t))), used for samples, plots, "
+                                     "evaluation, wgan-generate and wgan-eval (their --raw: the generator itself); "
+                                     "0: off (default: see docs/training.md)")
     # optimization
     n_critic: int = _opt(5, "critic iterations per generator iteration")
     diters_schedule: str = _opt("constant", "clip: 'official' runs 100 critic iterations for the first 25 "
@@ -144,6 +149,8 @@ class TrainConfig:
 
 
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# What an option absent from a saved config (a run made before it existed) meant for that run.
+BEFORE_IT_EXISTED = {"g_ema": 0.0}
 # What a resumed run may change; everything else comes from the checkpoint.
 RESUMABLE = {"iters", "device", "log_every", "checkpoint_every", "checkpoint_minutes", "plot_every", "plots", "eval_every",
              "progress", "tensorboard", "num_workers", "data_root", "download", "dist_backend", "cuda_graphs", "out"}
@@ -232,6 +239,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         c.beta2 = 0.9
     if c.gp_weight is None:
         c.gp_weight = 0.1 if toy else 10.0
+    if c.g_ema is None:
+        c.g_ema = DEFAULT_G_EMA
     if c.n_samples is None:
         c.n_samples = 1000 if toy else 64
     if c.out is None:
@@ -289,6 +298,7 @@ def validate(c: TrainConfig) -> None:
     for name in ("beta1", "beta2"):
         need(is_num(getattr(c, name)) and 0 <= getattr(c, name) < 1, name, "must be in [0, 1)")
     need(is_num(c.clip_value) and c.clip_value > 0, "clip_value", "the clip value c must be a number > 0")
+    need(is_num(c.g_ema) and 0 <= c.g_ema < 1, "g_ema", "the EMA decay must be in [0, 1) (0: off)")
     need(is_num(c.gp_weight) and c.gp_weight >= 0, "gp_weight", "the penalty weight must be a number >= 0")
     for name in ("download", "g_batchnorm", "gp_one_sided", "fused_optimizer", "tensorboard", "channels_last",
                  "progress", "plots"):

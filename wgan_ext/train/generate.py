@@ -23,19 +23,22 @@ from .errors import ConfigError
 from .models import build_generator
 
 
-def load_generator(path: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The generator of a checkpoint (eval mode) and the checkpoint's config dict."""
+def load_generator(path: str, device: str = "cpu", raw: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The generator of a checkpoint (eval mode) and the checkpoint's config dict: its EMA (--g-ema) where the run
+    kept one, else (or with `raw`) the generator itself."""
     state = load_checkpoint(path)
     c = from_dict(state["config"])
     g = build_generator(c, tuple(state["sample_shape"]))
-    g.load_state_dict(state["generator"])
+    ema = state.get("generator_ema")
+    g.load_state_dict(state["generator"] if (raw or ema is None) else ema)
     return g.to(device).eval(), state["config"]
 
 
 @torch.no_grad()
-def generate(path: str, n: int, seed: int = 0, device: str = "cpu") -> torch.Tensor:
-    """n samples (CPU float32) from the checkpoint's generator, noise from `seed`."""
-    g, cfg = load_generator(path, device)
+def generate(path: str, n: int, seed: int = 0, device: str = "cpu", raw: bool = False) -> torch.Tensor:
+    """n samples (CPU float32) from the checkpoint's generator (its EMA where there is one, unless `raw`), noise
+    from `seed`."""
+    g, cfg = load_generator(path, device, raw)
     z = torch.randn(n, cfg["nz"], generator=torch.Generator().manual_seed(seed))
     return g(z.to(device)).float().cpu()
 
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--raw", action="store_true", help="sample the generator itself, not its EMA (runs with --g-ema)")
     args = p.parse_args(argv)
     if args.num < 1:
         p.error(f"-n/--num must be >= 1, got {args.num}")
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not folder and ext not in (".png", ".pt", ".npy"):
         p.error(f"-o/--output: {out!r}: use a .png, .pt or .npy file, or a folder ending in /")
     try:
-        x = generate(args.checkpoint, args.num, args.seed, args.device)
+        x = generate(args.checkpoint, args.num, args.seed, args.device, raw=args.raw)
         _, cfg = load_generator(args.checkpoint)
     except (CheckpointError, ConfigError) as e:
         print(f"wgan-generate: error: {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ from .config import TrainConfig
 from .constraints import Constraint, constraint_class
 from .data import TOY_DATASETS, Batches, image_data, toy_distribution
 from .distributed import Distributed, pick_device
+from .ema import ModelEMA
 from .errors import ConfigError, Stopped, TrainingDiverged
 from .models import build_models
 from .optimizers import make_optimizer
@@ -115,6 +116,7 @@ class Trainer:
         self._skipped = torch.zeros((), device=self.device)  # optimizer steps the scalers skipped (inf gradients)
         graphed = use_graphs(c, self.device, self.dist.world_size)
         self.opt_g = make_optimizer(c, self.generator.parameters(), c.lr_g)
+        self.ema = ModelEMA(self.generator, c.g_ema) if c.g_ema else None  # --g-ema: the generator's average
         self.opt_d = self.constraint.critic_optimizer(self.critic.parameters())
         self.constraint.attach(self.opt_d)
         self.batches = Batches(source, c.batch_size, seed=c.seed, device=self.device, num_workers=c.num_workers,
@@ -141,7 +143,7 @@ class Trainer:
                 for opt in (self.opt_d, self.opt_g):
                     graphs.prepare_optimizer(opt, tensor_lr=c.lr_decay != "none")
         # every replica starts from rank 0's parameters and buffers (SN's u, v included)
-        for model in (self.generator, self.critic):
+        for model in (self.generator, self.critic) + ((self.ema.model,) if self.ema else ()):
             self.dist.broadcast_state(model)
 
     def _claim_folder(self, overwrite: bool) -> None:
@@ -164,6 +166,7 @@ class Trainer:
                 "opt_g": graphs.portable_state_dict(self.opt_g), "opt_d": graphs.portable_state_dict(self.opt_d),
                 "constraint": self.constraint.state_dict(),
                 "scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict(),
+                "generator_ema": self.ema.state_dict() if self.ema else None,
                 "data": self.batches.state_dict(),
                 "noise_rng": self.noise_rng.get_state(), "noise_rng_device": self.noise_rng.device.type,
                 "fixed_noise": self.fixed_noise, "rng": rng_state(),
@@ -176,6 +179,10 @@ class Trainer:
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
         self.constraint.load_state_dict(s.get("constraint", {}))  # absent in checkpoints before the constraints
+        if self.ema is not None:
+            if s.get("generator_ema") is None:
+                raise ValueError("the checkpoint has no generator EMA, but --g-ema is on (it cannot change on resume)")
+            self.ema.load_state_dict(s["generator_ema"])
         for name, scaler in (("scaler_d", self.scaler_d), ("scaler_g", self.scaler_g)):
             if s.get(name):  # absent before --precision; {} for a disabled scaler
                 scaler.load_state_dict(s[name])
@@ -278,12 +285,17 @@ class Trainer:
 
     def generator_step(self) -> torch.Tensor:
         noise = self._local(self._noise(self.config.batch_size))
+        loss = None
         if self.generator_graph is not None:
             try:
-                return self.generator_graph(noise)
+                loss = self.generator_graph(noise)
             except graphs.GraphCaptureError as e:
                 self._without_graphs(e)
-        return self._generator_update(noise)
+        if loss is None:
+            loss = self._generator_update(noise)
+        if self.ema is not None:  # outside any graph: its decay changes with the step count
+            self.ema.update(self.iteration)
+        return loss
 
     def _without_graphs(self, error: Exception) -> None:
         """--cuda-graphs auto: a capture failed, so the run goes on eagerly (the failed capture ran nothing; the
@@ -564,16 +576,18 @@ class Trainer:
         return m
 
     @torch.no_grad()
-    def sample(self, n: int | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Generator samples in eval mode (touches no RNG when `noise` is given)."""
+    def sample(self, n: int | None = None, noise: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
+        """Samples in eval mode from the generator's EMA when there is one (`raw`: from the generator itself);
+        touches no RNG when `noise` is given."""
         if noise is None:
             noise = self._noise(n)
-        was = self.generator.training
-        self.generator.eval()
+        g = self.generator if (raw or self.ema is None) else self.ema.model
+        was = g.training
+        g.eval()
         try:
-            return self.generator(noise.to(self.device)).float().cpu()
+            return g(noise.to(self.device)).float().cpu()
         finally:
-            self.generator.train(was)
+            g.train(was)
 
     def plot(self, writer=None) -> None:
         """Plots of the run so far into out/plots (no RNG is touched, so plotting never changes training)."""
