@@ -8,8 +8,8 @@ script exists) and the end-to-end training throughput (train), each against pure
 CPU and on CUDA when a GPU is visible. Every script writes <name>-<device>.json and .md under --out (default
 benchmarks/results). RESULTS.md (beside --out's folder for the default, else inside --out) is then rebuilt from all
 the tables found there, so CUDA tables written on a GPU machine stay in it when the CPU rows are refreshed here.
-The sample-quality benchmark (bench_quality.py, an hour of training) is not run from here; its table, when present,
-is included.
+The sample-quality benchmarks (bench_quality.py, an hour of training; bench_ema.py) are not run from here; their
+tables, when present, are included.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["clip", "spectral_norm", "gradient_penalty", "fused_optim", "train"]
 TITLES = {"clip": "Weight clipping (per op)", "spectral_norm": "Spectral norm (per op)",
           "gradient_penalty": "Gradient penalty (per op)", "fused_optim": "Fused optimizer step with clip",
-          "train": "End-to-end training throughput", "quality": "Sample quality (bench_quality.py)"}
+          "train": "End-to-end training throughput", "quality": "Sample quality (bench_quality.py)",
+          "ema": "Generator EMA (bench_ema.py)"}
 
 
 def available() -> list[str]:
@@ -38,7 +39,7 @@ def compose(out: Path, results: Path) -> str:
              f"`{out.relative_to(results.parent) if out.is_relative_to(results.parent) else out}/`; each table "
              "names the device, torch version, commit and command that produced it. Ratios compare variants "
              "measured in the same run. Tables marked quick are smoke runs, not measurements."]
-    for name in BENCHMARKS + ["quality"]:
+    for name in BENCHMARKS + ["quality", "ema"]:
         tables = sorted(out.glob(f"{name}-*.md"))
         if not tables:
             continue

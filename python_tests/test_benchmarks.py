@@ -164,3 +164,14 @@ def test_committed_commands_name_repository_paths_relatively():
     assert common._repo_relative("--quick") == "--quick"
     for md in (BENCH / "results").glob("*.md"):  # no machine's absolute path in what is committed
         assert str(BENCH.parent) not in md.read_text(), md.name
+
+
+def test_the_ema_benchmark_evaluates_the_raw_generator_and_each_average(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "bench_ema.py"), "--quick", "--datasets", "ring",
+                          "--decays", "0.9,0.99", "--out", str(tmp_path)], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "ema-cpu.json").read_text())["rows"]
+    assert [r["generator"] for r in rows] == ["raw", "ema 0.9", "ema 0.99"]
+    assert all(0 <= r["hq"] <= 1 and r["w1"] > 0 for r in rows)
+    assert "| ring | gp | ema 0.99 | 1 |" in (tmp_path / "ema-cpu.md").read_text()

@@ -115,6 +115,8 @@ class Trainer:
         self.constraint.scaler = self.scaler_d if self.scaler_d.is_enabled() else None
         self._skipped = torch.zeros((), device=self.device)  # optimizer steps the scalers skipped (inf gradients)
         graphed = use_graphs(c, self.device, self.dist.world_size)
+        # autocast's cache of cast weights must be off where steps are captured (PyTorch's CUDA-graph notes)
+        self._autocast_cache = not graphed
         self.opt_g = make_optimizer(c, self.generator.parameters(), c.lr_g)
         self.ema = ModelEMA(self.generator, c.g_ema) if c.g_ema else None  # --g-ema: the generator's average
         self.opt_d = self.constraint.critic_optimizer(self.critic.parameters())
@@ -129,7 +131,7 @@ class Trainer:
         self.elapsed = 0.0
         self.last_checkpoint: str | None = None
         self._stop: str | None = None  # set by request_stop (a signal handler): stop after this iteration
-        self._params_finite: list[bool] | None = None  # read with the metrics by iteration_step, for check_finite
+        self._params_finite: bool | None = None  # read with the metrics by iteration_step, for check_finite
         self._eval_noise: torch.Tensor | None = None
         if resume_state is not None:
             self._load_state(resume_state)
@@ -324,7 +326,7 @@ class Trainer:
     def _autocast(self):
         """--precision bf16/fp16: autocast of the models' forwards (a no-op context for fp32)."""
         return torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
-                              enabled=self._amp_dtype is not None)
+                              enabled=self._amp_dtype is not None, cache_enabled=self._autocast_cache)
 
     def _scaled_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
         """optimizer.step() through its GradScaler (fp16: skipped when a gradient is inf/NaN, then the scale
