@@ -24,5 +24,8 @@ source "$ROOT/scripts/env.sh"
 if wgan_ext_has_nvcc; then export WGAN_EXT_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"; fi
 (cd "$BUILD" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$ENV/bin/python" -m pip install -q --no-build-isolation --no-deps --force-reinstall .)
 (cd /tmp && "$ENV/bin/python" -m wgan_ext.info)
-cd "$BUILD"
-WGAN_EXT_REQUIRE_OPS=1 "$ENV/bin/python" -m pytest -q -p no:cacheprovider "${@:-python_tests}"
+# from outside the tree, so that the installed build is imported and not the sources (which have no _C)
+args=()
+for a in "${@:-python_tests}"; do [[ "$a" == -* ]] && args+=("$a") || args+=("$BUILD/$a"); done
+cd /tmp
+WGAN_EXT_REQUIRE_OPS=1 "$ENV/bin/python" -m pytest -q -p no:cacheprovider "${args[@]}"
