@@ -377,3 +377,32 @@ def test_a_preempted_torchrun_job_stops_with_a_checkpoint_and_continues(tmp_path
     r = subprocess.run(cmd, env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0 and f"continuing at {it}" in r.stderr, r.stderr
     check_same_run(run, uninterrupted)
+
+
+def test_a_stop_asked_during_the_last_block_lets_the_run_finish(tmp_path):
+    c = resolve(TrainConfig(dataset="8gaussians", iters=4, batch_size=16, hidden=16, n_critic=1, out=str(tmp_path),
+                            progress=False, tensorboard=False, plots=False, log_every=2))
+    t = Trainer(c)
+    real = t._step
+
+    def step():
+        if t.iteration == 1:  # asked in the first block: stops at its end (iteration 2)
+            t.request_stop("SIGTERM received")
+        return real()
+
+    t._step = step
+    from wgan_ext.train import Stopped
+    with pytest.raises(Stopped, match="SIGTERM received: stopped after generator iteration 2"):
+        t.train()
+    assert load_checkpoint(str(tmp_path))["iteration"] == 2
+    t2 = Trainer(c, resume_state=load_checkpoint(str(tmp_path)))
+    real2 = t2._step
+
+    def late():
+        if t2.iteration == 3:  # asked in the last block: the run finishes normally
+            t2.request_stop("SIGTERM received")
+        return real2()
+
+    t2._step = late
+    assert t2.train()["iteration"] == 4
+    assert load_checkpoint(str(tmp_path))["iteration"] == 4

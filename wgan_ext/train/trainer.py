@@ -546,7 +546,7 @@ class Trainer:
                 self.evaluate()
             if not stop and c.plots and (final or (c.plot_every and self.iteration % c.plot_every == 0)):
                 self.plot(writer)
-        if stop:
+        if stop and self.iteration < c.iters:  # asked at the very end: the run is simply done
             raise Stopped(self._stop, self.iteration, self.last_checkpoint)
         return rows[-1]
 
