@@ -56,6 +56,19 @@ def _clip_arg(clip_value) -> float | None:
     return None if clip_value is None else float(clip_value)
 
 
+def _flat_views(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """Contiguous views of tensors that share one dense layout (a parameter, its gradient and state: channels_last
+    ones, say), so that the kernels can walk them as flat arrays element for element; None where they do not."""
+    first = tensors[0]
+    if all(t.is_contiguous() for t in tensors):
+        return tensors
+    if any(t.shape != first.shape or t.stride() != first.stride() for t in tensors):
+        return None
+    perm = sorted(range(first.dim()), key=lambda d: (-first.stride(d), d))  # outermost dimension first
+    views = [t.permute(perm) for t in tensors]
+    return views if all(v.is_contiguous() for v in views) else None
+
+
 class _ClippedOptimizer(torch.optim.Optimizer):
     """What the two optimizers share: lazy state, grouping by device and dtype, the fused/reference dispatch."""
 
@@ -67,6 +80,18 @@ class _ClippedOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults: dict, impl: str | None):
         self.impl = _ops.resolve_impl(impl)
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """torch's add_param_group, refusing a parameter listed twice (torch only warns; the fused step would update
+        it twice in one launch, racing with itself)."""
+        params = param_group["params"]
+        if not isinstance(params, (torch.Tensor, set)):  # torch itself refuses sets (no order)
+            params = list(params)
+            if len({id(p) for p in params}) != len(params):
+                raise ValueError(f"{type(self).__name__}: a parameter group lists the same parameter more than "
+                                 "once; list each parameter once")
+            param_group = {**param_group, "params": params}
+        super().add_param_group(param_group)
 
     # -- the parts each optimizer defines --
     def _check_group(self, group: dict) -> None:
@@ -87,6 +112,15 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         for group, keep in zip(self.param_groups, own):
             for key, value in keep.items():
                 group.setdefault(key, value)
+            # a capturable or fused torch checkpoint puts "step" on the parameters' device: reading it there
+            # would wait for the device once per parameter and step; it is a host number here (read once, now)
+            for flag in ("capturable", "fused"):
+                if group.get(flag):
+                    group[flag] = False
+        for state in self.state.values():
+            step = state.get("step")
+            if isinstance(step, torch.Tensor) and step.device.type != "cpu":
+                state["step"] = step.detach().to("cpu", _scalar_dtype())
 
     def _init_state(self, state: dict, p: torch.Tensor) -> None:
         state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
@@ -116,7 +150,8 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             self._check_group(group)
             # (device, dtype, step) -> [params, grads, state lists...]; tensors the kernels cannot walk as one flat
-            # array with their gradient and state (non-contiguous parameters) go to the reference one by one.
+            # array with their gradient and state (layouts that differ, or are not dense) go to the reference one by
+            # one. Dense layouts that they share (channels_last) go to the kernels as permuted contiguous views.
             buckets: dict[tuple, list[list[torch.Tensor]]] = {}
             odd: list[tuple] = []
             steps: list[torch.Tensor] = []
@@ -136,14 +171,13 @@ class _ClippedOptimizer(torch.optim.Optimizer):
             torch._foreach_add_(steps, 1)
             for (p, grad, tensors), step_t in zip(members, steps):
                 step = int(step_t.item()) if self._uses_step else 0
-                if p.is_contiguous() and grad.is_contiguous() and all(t.is_contiguous() for t in tensors):
+                views = _flat_views([p, grad, *tensors])  # contiguous, or one dense layout seen as contiguous
+                if views is not None:
                     lists = buckets.get((p.device, p.dtype, step))
                     if lists is None:
                         lists = buckets[(p.device, p.dtype, step)] = [[] for _ in range(2 + len(tensors))]
-                    lists[0].append(p)
-                    lists[1].append(grad)
-                    for k, t in enumerate(tensors):
-                        lists[2 + k].append(t)
+                    for k, t in enumerate(views):
+                        lists[k].append(t)
                 else:
                     odd.append((step, [[p], [grad]] + [[t] for t in tensors]))
             for (device, _, step), lists in buckets.items():

@@ -607,3 +607,85 @@ def test_grads_whose_strides_differ_only_along_size_one_dims(device):
     wgan_ext.ClippedRMSprop([p], lr=1e-3, impl=impl).step()
     torch_clip_step(torch.optim.RMSprop(twin, lr=1e-3, foreach=False), twin, 0.01)
     torch.testing.assert_close(p, twin[0], **tolerances(torch.float32))
+
+
+# ------------------------------------------------------------------------------- layouts, duplicates, loaded steps
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["ClippedRMSprop", "ClippedAdam"])
+def test_channels_last_parameters_take_the_fused_kernel(device, name, monkeypatch):
+    """A parameter, its gradient and state that share a dense non-contiguous layout (channels_last) are stepped by
+    the kernel through permuted contiguous views, with the same result as torch's optimizer and the clamp."""
+    impl_ok = fused_available("rmsprop_clip_step_" if name == "ClippedRMSprop" else "adam_clip_step_", device)
+    if not impl_ok:
+        pytest.skip("no compiled kernel here")
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3).to(device).to(memory_format=torch.channels_last)
+    ref = copy.deepcopy(conv)
+    assert not conv.weight.is_contiguous()
+    make = {"ClippedRMSprop": (lambda ps: wgan_ext.ClippedRMSprop(ps, lr=1e-2, clip_value=0.05, impl="fused"),
+                               lambda ps: torch.optim.RMSprop(ps, lr=1e-2, foreach=False)),
+            "ClippedAdam": (lambda ps: wgan_ext.ClippedAdam(ps, lr=1e-2, clip_value=0.05, impl="fused"),
+                            lambda ps: torch.optim.Adam(ps, lr=1e-2, foreach=False))}[name]
+    ours, theirs = make[0](conv.parameters()), make[1](ref.parameters())
+    op = "rmsprop_clip_step_" if name == "ClippedRMSprop" else "adam_clip_step_"
+
+    def refuse(*a, **k):
+        raise AssertionError("a channels_last parameter went to the per-tensor reference")
+
+    monkeypatch.setattr(_reference, op, refuse)
+    x = torch.randn(4, 3, 9, 9, device=device).contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        for model, opt in ((conv, ours), (ref, theirs)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.clamp_(-0.05, 0.05)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # the layout is kept
+    for a, b in zip(conv.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_parameter_listed_twice_is_refused():
+    p = nn.Parameter(torch.randn(3))
+    for cls in (wgan_ext.ClippedRMSprop, wgan_ext.ClippedAdam):
+        with pytest.raises(ValueError, match="lists the same parameter more than once"):
+            cls([p, p])
+        opt = cls([p])
+        with pytest.raises(ValueError, match="more than once"):
+            opt.add_param_group({"params": [nn.Parameter(torch.ones(1))] * 2})
+    with pytest.raises(TypeError, match="ordered collections"):  # torch's own refusal of a set in a group stays
+        wgan_ext.ClippedAdam([{"params": {p}}])
+
+
+def test_a_capturable_checkpoints_steps_become_host_numbers():
+    p = nn.Parameter(torch.randn(4))
+    theirs = torch.optim.Adam([p], lr=1e-3)
+    p.grad = torch.randn(4)
+    theirs.step()
+    sd = theirs.state_dict()
+    sd["param_groups"][0]["capturable"] = True  # as a capturable (or fused) Adam on a GPU saves it
+    ours = wgan_ext.ClippedAdam([p], lr=1e-3, clip_value=None)
+    ours.load_state_dict(sd)
+    assert ours.param_groups[0]["capturable"] is False
+    step = ours.state[p]["step"]
+    assert step.device.type == "cpu" and step.item() == 1.0
+    ours.step()
+    assert ours.state[p]["step"].item() == 2.0
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_steps_loaded_onto_the_gpu_come_back_to_the_host():
+    p = nn.Parameter(torch.randn(4, device="cuda"))
+    theirs = torch.optim.Adam([p], lr=1e-3, capturable=True)
+    p.grad = torch.randn(4, device="cuda")
+    theirs.step()
+    sd = theirs.state_dict()
+    assert sd["state"][0]["step"].device.type == "cuda"
+    ours = wgan_ext.ClippedAdam([p], lr=1e-3, clip_value=None)
+    ours.load_state_dict(sd)
+    assert ours.state[p]["step"].device.type == "cpu"
+    ours.step()  # one host number per parameter, no device read
+    assert ours.state[p]["step"].item() == 2.0
