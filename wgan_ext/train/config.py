@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from .constraints import CONSTRAINTS, constraint_class
 from .data import DATASETS, IMAGE_DATASETS, TOY_DATASETS
 from .errors import ConfigError
+from .layers import NORMS
 
 MODES = tuple(CONSTRAINTS)  # the built-in constraints; --lipschitz accepts every registered one (CONSTRAINTS)
 MODELS = ("mlp", "dcgan", "resnet")
-CRITIC_NORMS = ("batch", "layer", "none")
+CRITIC_NORMS = NORMS  # the critics' normalizations (layers.py)
 OPTIMIZERS = ("rmsprop", "adam")
 DCGAN_SIZES = (32, 64)
 RESNET_SIZES = (32, 48)

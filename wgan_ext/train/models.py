@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from .layers import norm_layer
 from .resnet import ResNetCritic, ResNetGenerator
 
 IMAGE_SIZES = (32, 64)
@@ -66,16 +67,6 @@ def _check_image_size(image_size: int) -> None:
                          f"{image_size}")
 
 
-def _norm(kind: str, channels: int, spatial: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "layer":  # over (C, H, W) per sample, as WGAN-GP's 64 px critic: keeps the penalty per-sample
-        return nn.LayerNorm([channels, spatial, spatial])
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}")
-
-
 class DCGANGenerator(nn.Module):
     """z (N, nz) -> images (N, nc, S, S) in [-1, 1], S = 32 or 64: a 4x4 transposed-conv start, then stride-2
     transposed convs halving the channels; BatchNorm + ReLU between (batchnorm=False: the official --noBN), tanh out."""
@@ -114,13 +105,14 @@ class DCGANCritic(nn.Module):
         _check_image_size(image_size)
         if n_extra_layers < 0:
             raise ValueError(f"n_extra_layers must be >= 0, got {n_extra_layers}")
-        _norm(norm, 1, 1)  # validates `norm` before building anything
+        norm_layer(norm, 1, 1)  # validates `norm` before building anything
         size, ch = image_size // 2, ndf
         layers = [nn.Conv2d(nc, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for _ in range(n_extra_layers):
-            layers += [nn.Conv2d(ch, ch, 3, 1, 1, bias=False), _norm(norm, ch, size), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [nn.Conv2d(ch, ch, 3, 1, 1, bias=False), norm_layer(norm, ch, size),
+                       nn.LeakyReLU(0.2, inplace=True)]
         while size > 4:
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), _norm(norm, ch * 2, size // 2),
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), norm_layer(norm, ch * 2, size // 2),
                        nn.LeakyReLU(0.2, inplace=True)]
             ch, size = ch * 2, size // 2
         layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False)]

@@ -41,17 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import norm_layer
+
 IMAGE_SIZES = (32, 48)
-
-
-def _norm(kind: str, channels: int, spatial: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "layer":
-        return nn.LayerNorm([channels, spatial, spatial])
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}")
 
 
 class GBlock(nn.Module):
@@ -71,8 +63,8 @@ class DBlock(nn.Module):
     def __init__(self, cin: int, cout: int, spatial: int, down: bool, norm: str = "none"):
         super().__init__()
         self.down = down
-        self.norm1, self.conv1 = _norm(norm, cin, spatial), nn.Conv2d(cin, cout, 3, 1, 1)
-        self.norm2, self.conv2 = _norm(norm, cout, spatial), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.norm1, self.conv1 = norm_layer(norm, cin, spatial), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2, self.conv2 = norm_layer(norm, cout, spatial), nn.Conv2d(cout, cout, 3, 1, 1)
         self.shortcut = nn.Conv2d(cin, cout, 1) if (down or cin != cout) else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +125,7 @@ class ResNetCritic(nn.Module):
         _check(image_size)
         if pool not in ("mean", "sum"):
             raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
-        _norm(norm, 1, 1)  # validates `norm` before building anything
+        norm_layer(norm, 1, 1)  # validates `norm` before building anything
         self.pool = pool
         if image_size == 32:
             spec = [(ndf, ndf, 16, True), (ndf, ndf, 8, False), (ndf, ndf, 8, False)]
