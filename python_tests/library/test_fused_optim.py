@@ -62,6 +62,17 @@ def set_grads(params, step, skip=()):
         p.grad = torch.empty_like(p).copy_(grad)  # a dense parameter's layout, as autograd makes it
 
 
+def assert_steps_match(ours, ours_p, theirs, theirs_p, steps: int = 3, clip_value: float = 0.01):
+    """`steps` steps of ours and of torch's optimizer + the clamp on the same gradients; the parameters match."""
+    for step in range(steps):
+        set_grads(ours_p, step)
+        set_grads(theirs_p, step)
+        ours.step()
+        torch_clip_step(theirs, theirs_p, clip_value)
+    for a, e in zip(ours_p, theirs_p):
+        torch.testing.assert_close(a, e, **tolerances(a.dtype))
+
+
 def torch_clip_step(opt, params, clip_value):
     opt.step()
     if clip_value is not None:
@@ -170,13 +181,7 @@ def test_mixed_dtypes_are_grouped(device):
     theirs_p = clone_params(ours_p)
     ours = wgan_ext.ClippedRMSprop(ours_p, lr=1e-3, momentum=0.9, impl=impl)
     theirs = torch.optim.RMSprop(theirs_p, lr=1e-3, momentum=0.9, foreach=False)
-    for step in range(3):
-        set_grads(ours_p, step)
-        set_grads(theirs_p, step)
-        ours.step()
-        torch_clip_step(theirs, theirs_p, 0.01)
-    for a, e in zip(ours_p, theirs_p):
-        torch.testing.assert_close(a, e, **tolerances(a.dtype))
+    assert_steps_match(ours, ours_p, theirs, theirs_p)
 
 
 @needs_cuda
@@ -186,13 +191,7 @@ def test_parameters_on_cpu_and_cuda_are_grouped():
     theirs_p = clone_params(ours_p)
     ours = wgan_ext.ClippedAdam(ours_p, lr=1e-3)
     theirs = torch.optim.Adam(theirs_p, lr=1e-3, foreach=False)
-    for step in range(3):
-        set_grads(ours_p, step)
-        set_grads(theirs_p, step)
-        ours.step()
-        torch_clip_step(theirs, theirs_p, 0.01)
-    for a, e in zip(ours_p, theirs_p):
-        torch.testing.assert_close(a, e, **tolerances(a.dtype))
+    assert_steps_match(ours, ours_p, theirs, theirs_p)
 
 
 @pytest.mark.parametrize("device", DEVICES)

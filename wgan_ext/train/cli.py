@@ -100,14 +100,15 @@ def _continue_or_refuse(cfg: TrainConfig, overwrite: bool) -> dict | None:
     running the same command again, or an elastic restart under torchrun, means), None to start afresh, or a
     ConfigError naming what differs and the ways out. Never removes anything without --overwrite."""
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    main_rank = distributed.launch_info()[0] == 0
     if overwrite and not restarted:  # an elastic restart continues what its first start began
-        if os.environ.get("RANK", "0") in ("", "0"):
+        if main_rank:
             run_folder.clear(cfg.out)
         return None
     run = run_folder.existing_run(cfg.out)
     if run is None:
         return None
-    if run.checkpoint is None and os.environ.get("RANK", "0") not in ("", "0"):
+    if run.checkpoint is None and not main_rank:
         return None  # nothing to continue from: rank 0 alone decides (and may be clearing the folder right now)
     state = load_checkpoint(run.checkpoint) if run.checkpoint else None
     saved = state["config"] if state else run.config
@@ -127,7 +128,7 @@ def _continue_or_refuse(cfg: TrainConfig, overwrite: bool) -> dict | None:
     if state is None:
         # same options but nothing to continue from: the run starts again from iteration 0 (its metrics lines are
         # written again, the same on the CPU)
-        if os.environ.get("RANK", "0") in ("", "0"):
+        if main_rank:
             run_folder.clear(cfg.out)
         return None
     if cfg.iters < state["iteration"]:

@@ -130,6 +130,7 @@ class Trainer:
         self.iteration = 0
         self.elapsed = 0.0
         self.last_checkpoint: str | None = None
+        self._saved_at = time.monotonic()  # when the last checkpoint was written (--checkpoint-minutes)
         self._stop: str | None = None  # set by request_stop (a signal handler): stop after this iteration
         self._params_finite: bool | None = None  # read with the metrics by iteration_step, for check_finite
         self._eval_noise: torch.Tensor | None = None
