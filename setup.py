@@ -6,13 +6,15 @@ is found, whether or not a GPU is visible. Knobs (environment variables):
   WGAN_EXT_SKIP_NATIVE=1   install the pure-Python package only (every op runs its pure-torch reference)
   WGAN_EXT_FORCE_CUDA=1    build the CUDA kernels or fail (no silent CPU-only build)
   WGAN_EXT_NO_CUDA=1       build the CPU kernels only, even if nvcc is there
-  WGAN_EXT_NO_OPENMP=1     compile the CPU kernels without -fopenmp (they then run on one thread)
   TORCH_CUDA_ARCH_LIST     CUDA archs, e.g. "8.0;9.0+PTX". Default: the visible GPUs' archs, or 8.0;9.0+PTX
                            when none is visible (9.0 is the H100/H200)
   CUDA_HOME                CUDA toolkit root. Default: torch's guess, or /usr/local/cuda when that exists
   MAX_JOBS                 parallel compile jobs (torch's own knob)
 
-Install against the torch you run with: `pip install --no-build-isolation .` (see README).
+The extension uses only the LibTorch stable ABI (TORCH_TARGET_VERSION = 2.11) and the Python limited API (abi3,
+Python >= 3.10): one build loads into every torch >= 2.11 on every Python >= 3.10, so a plain `pip install .` (build
+isolation: pip builds against the newest torch it finds) works; `pip install --no-build-isolation .` is the faster
+path when torch is already installed. docs/install.md says more.
 """
 
 import glob
@@ -24,6 +26,10 @@ from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCHS = "8.0;9.0+PTX"
+# The oldest torch the build loads into: only the stable-ABI functions of that release may be used (the headers of
+# any later torch enforce it; including an ATen/c10 header is then a compile error).
+TORCH_TARGET = (2, 11)
+TORCH_TARGET_VERSION = f"0x{TORCH_TARGET[0]:02x}{TORCH_TARGET[1]:02x}000000000000"
 
 
 def _flag(name):
@@ -83,22 +89,20 @@ def _ext_modules():
     # -fno-math-errno: sqrt without the errno branch GCC puts around each call otherwise, so loops with a sqrt (the
     # fused optimizer steps) vectorize; same IEEE results, only errno is left alone. (A per-function
     # `#pragma GCC optimize` does not reach the inlined math; GCC 12 measured.)
+    # -fvisibility=hidden: the module exports PyInit__C only (and the stable-ABI types are hidden types).
     cxx_flags = (["-O3"] if sys.platform == "win32"
-                 else ["-O3", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno"])
-    # -fopenmp where torch itself runs on OpenMP (Linux wheels): ATen's at::parallel_for is a header template that
-    # is only parallel when the including code is compiled with OpenMP; without the flag every CPU kernel here ran
-    # on one thread (measured: the fused clamp took as long on 2 threads as on 1). The runtime is torch's own
-    # libgomp.so.1, already loaded by `import torch` (same soname), so torch.set_num_threads governs ours too.
-    link_flags = []
-    if sys.platform.startswith("linux") and torch.backends.openmp.is_available() and not _flag("WGAN_EXT_NO_OPENMP"):
-        cxx_flags.append("-fopenmp")
-        link_flags.append("-fopenmp")
-    macros = []
+                 else ["-O3", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden"])
+    # The CPU kernels run in parallel through torch's own parallel_for (a stable-ABI call into libtorch), so this
+    # build needs no OpenMP runtime of its own.
+    # (torch's build helper defines Py_LIMITED_API itself for a py_limited_api extension.)
+    macros = [("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION)]
     if with_cuda:
         sources += sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))
         macros.append(("WGAN_EXT_WITH_CUDA", None))
         ext_cls = CUDAExtension
-        extra = {"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]}
+        extra = {"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo",
+                                                  "-Xcompiler=-fvisibility=hidden",
+                                                  "-DUSE_CUDA"]}  # declares the shim's CUDA functions
     else:
         ext_cls = CppExtension
         extra = {"cxx": cxx_flags}
@@ -108,7 +112,7 @@ def _ext_modules():
     if with_cuda:
         _log(f"CUDA_HOME={os.environ.get('CUDA_HOME', '(torch default)')}, "
              f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(visible GPUs)')}")
-    _log(f"CPU kernels: {'-fopenmp (parallel over torch threads)' if link_flags else 'no -fopenmp'}")
+    _log(f"stable ABI: loads into torch >= {TORCH_TARGET[0]}.{TORCH_TARGET[1]}, Python >= 3.10 (abi3)")
     _log(f"MAX_JOBS={os.environ.get('MAX_JOBS', '(torch default)')}, sources: {len(sources)}")
 
     ext = ext_cls(
@@ -117,8 +121,7 @@ def _ext_modules():
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=macros,
         extra_compile_args=extra,
-        extra_link_args=link_flags,
-        py_limited_api=False,
+        py_limited_api=True,  # also: no link against libtorch_python
     )
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
 
@@ -129,4 +132,6 @@ setup(
     packages=find_packages(include=["wgan_ext", "wgan_ext.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
+    # wheels tagged cp310-abi3: one wheel for every CPython >= 3.10
+    options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext_modules else {},
 )

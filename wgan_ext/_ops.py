@@ -25,8 +25,10 @@ DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOAD_ERROR: BaseException | None = None
 try:
-    from . import _C  # noqa: F401  (loading the library registers torch.ops.wgan_ext.*)
-except (ImportError, OSError) as exc:  # missing, or built against another torch
+    # Loading the library registers torch.ops.wgan_ext.*. It is built on the LibTorch stable ABI and the Python
+    # limited API (_C.abi3.so): one build loads into every torch >= 2.11 on every Python >= 3.10.
+    from . import _C  # noqa: F401
+except (ImportError, OSError) as exc:  # missing, or a torch older than the stable ABI it needs
     LOAD_ERROR = exc
 
 
@@ -99,6 +101,31 @@ def use_fused(op: str, device_type: str, impl: str | None) -> bool:
         warnings.warn(f"wgan_ext: using the pure-torch reference for {op} on {device_type}: "
                       f"{_missing_reason(op, device_type)}", RuntimeWarning, stacklevel=3)
     return False
+
+
+def _bump_written_versions(lib: torch.library.Library, name: str) -> None:
+    """ADInplaceOrView kernel of the in-place op `name`: run the op below this key, then bump the version counter of
+    every tensor its schema marks as written (Tensor(a!) / Tensor(a!)[]), as ATen's in-place ops do, so autograd
+    notices when a tensor it saved for backward was updated in place instead of computing a wrong gradient. (Written
+    here because the stable ABI the kernels are built on offers no boxed kernel over c10 types.)"""
+    op = getattr(torch.ops.wgan_ext, name).default
+    written = [i for i, arg in enumerate(op._schema.arguments) if arg.alias_info is not None and arg.alias_info.is_write]
+    below = torch._C._after_ADInplaceOrView_keyset
+
+    def kernel(keyset, *args):
+        with torch._C._AutoDispatchBelowADInplaceOrView():
+            out = op.redispatch(keyset & below, *args)
+        for i in written:
+            torch.autograd.graph.increment_version(args[i])  # a tensor or a list of tensors
+        return out
+
+    lib.impl(name, kernel, "ADInplaceOrView", with_keyset=True)
+
+
+if has_ops():
+    _LIB = torch.library.Library("wgan_ext", "IMPL")
+    for _name in ("clip_", "clip_count_", "spectral_norm_power_iteration_", "rmsprop_clip_step_", "adam_clip_step_"):
+        _bump_written_versions(_LIB, _name)
 
 
 # Fake (meta) kernels, so the ops work under torch.compile and FakeTensor tracing.

@@ -1,12 +1,8 @@
 // CPU kernel of wgan_ext::clip_ and clip_count_: one parallel pass over the elements of all tensors.
 //
-// The tensors are cut into chunks of kChunk elements; one at::parallel_for runs over every chunk of every tensor, so
+// The tensors are cut into chunks of kChunk elements; one parallel_for runs over every chunk of every tensor, so
 // 500 small tensors cost one parallel region rather than 500 dispatches. Each chunk is a tight loop over the shared
 // per-element math (csrc/ops/clip_math.h), which the compiler vectorizes.
-
-#include <ATen/Parallel.h>
-#include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -25,7 +21,7 @@ struct Chunk {
   void* data;              // first element of the chunk
   int64_t numel;
   int32_t tensor;          // index into the op's tensor list
-  c10::ScalarType dtype;
+  ScalarType dtype;
 };
 
 template <bool kCount, typename storage_t, typename Clamp>
@@ -58,37 +54,37 @@ WGAN_CPU_CLONES int64_t clamp_chunk(void* data, int64_t n, const Clamp& clamp_in
 template <bool kCount>
 int64_t clamp_chunk(const Chunk& ch, const ClampSet& clamps) {
   switch (ch.dtype) {
-    case at::kFloat: return clamp_chunk<kCount, float>(ch.data, ch.numel, clamps.f32);
-    case at::kDouble: return clamp_chunk<kCount, double>(ch.data, ch.numel, clamps.f64);
-    case at::kHalf: return clamp_chunk<kCount, uint16_t>(ch.data, ch.numel, clamps.f16);
-    case at::kBFloat16: return clamp_chunk<kCount, uint16_t>(ch.data, ch.numel, clamps.bf16);
-    default: TORCH_CHECK(false, "wgan_ext::clip_: unsupported dtype ", ch.dtype);  // checked before
+    case kFloat: return clamp_chunk<kCount, float>(ch.data, ch.numel, clamps.f32);
+    case kDouble: return clamp_chunk<kCount, double>(ch.data, ch.numel, clamps.f64);
+    case kHalf: return clamp_chunk<kCount, uint16_t>(ch.data, ch.numel, clamps.f16);
+    case kBFloat16: return clamp_chunk<kCount, uint16_t>(ch.data, ch.numel, clamps.bf16);
+    default: WGAN_CHECK(false, "wgan_ext::clip_: unsupported dtype ", dtype_name(ch.dtype));  // checked before
   }
 }
 
 template <bool kCount>
-void clip_cpu_impl(at::TensorList tensors, double min, double max, int64_t* counts) {
-  check_clip_args(tensors, min, max, c10::DeviceType::CPU);
+void clip_cpu_impl(const Tensors& tensors, double min, double max, int64_t* counts) {
+  check_clip_args(tensors, min, max, DeviceType::CPU);
   const DenseViews dense(tensors);
 
   std::vector<Chunk> chunks;
   int64_t total = 0;
   for (size_t i = 0; i < dense.views.size(); ++i) {
-    const at::Tensor& t = dense.views[i];
+    const Tensor& t = dense.views[i];
     const int64_t n = t.numel();
     total += n;
     char* base = static_cast<char*>(t.data_ptr());
-    const int64_t item = t.element_size();
+    const int64_t item = static_cast<int64_t>(t.element_size());
     for (int64_t start = 0; start < n; start += kChunk) {
       chunks.push_back({base + start * item, std::min(kChunk, n - start), static_cast<int32_t>(i), t.scalar_type()});
     }
   }
 
-  const ClampSet clamps(min, max);
+  const ClampSet clamps(tensors, min, max);
   std::vector<int64_t> chunk_counts(kCount ? chunks.size() : 0, 0);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const int64_t grain = total < kSerialBelow ? std::max<int64_t>(nchunks, 1) : 1;
-  at::parallel_for(0, nchunks, grain, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, nchunks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t k = clamp_chunk<kCount>(chunks[c], clamps);
       if constexpr (kCount) chunk_counts[c] = k;
@@ -101,21 +97,23 @@ void clip_cpu_impl(at::TensorList tensors, double min, double max, int64_t* coun
   }
 }
 
-void clip_cpu(at::TensorList tensors, double min, double max) {
+void clip_cpu(Tensors tensors, double min, double max) {
   clip_cpu_impl<false>(tensors, min, max, nullptr);
 }
 
-at::Tensor clip_count_cpu(at::TensorList tensors, double min, double max) {
-  at::Tensor counts = at::zeros({static_cast<int64_t>(tensors.size())}, at::TensorOptions().dtype(at::kLong));
-  clip_cpu_impl<true>(tensors, min, max, counts.data_ptr<int64_t>());
+Tensor clip_count_cpu(Tensors tensors, double min, double max) {
+  Tensor counts = torch::stable::empty({static_cast<int64_t>(tensors.size())}, kLong);
+  int64_t* out = counts.mutable_data_ptr<int64_t>();
+  std::fill(out, out + tensors.size(), int64_t{0});
+  clip_cpu_impl<true>(tensors, min, max, out);
   return counts;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
-  m.impl("clip_", &clip_cpu);
-  m.impl("clip_count_", &clip_count_cpu);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
+  m.impl("clip_", TORCH_BOX(&clip_cpu));
+  m.impl("clip_count_", TORCH_BOX(&clip_count_cpu));
 }
 
 }  // namespace wgan_ext

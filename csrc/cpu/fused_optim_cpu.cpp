@@ -1,16 +1,12 @@
 // CPU kernels of wgan_ext::rmsprop_clip_step_ and adam_clip_step_: one parallel pass over the elements of all
 // parameters, reading param, grad and state once and writing param and state once.
 //
-// As in clip_cpu.cpp, the tensors are cut into chunks; one at::parallel_for runs over every chunk of every tensor.
+// As in clip_cpu.cpp, the tensors are cut into chunks; one parallel_for runs over every chunk of every tensor.
 // Each chunk is a tight loop over the shared per-element math (csrc/ops/fused_optim_math.h), in float32 for
 // float32/float16/bfloat16 and float64 for float64, which the compiler vectorizes (sqrt and division included).
 
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <torch/library.h>
-
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -23,31 +19,44 @@ namespace {
 constexpr int64_t kChunk = 16384;        // elements per task
 constexpr int64_t kSerialBelow = 65536;  // below this many elements in all, one thread does it all
 
+// One tensor's data pointers (param, grad, state 1, state 2 or null) and dtype, read once on the host so that the
+// parallel loop touches no tensor handle.
+struct Slot {
+  void* data[4];
+  ScalarType dtype;
+};
+
 struct Chunk {
-  int32_t tensor;
+  int32_t slot;
   int64_t start;
   int64_t numel;
 };
 
-// The chunks of every tensor and their total element count.
-std::vector<Chunk> make_chunks(at::TensorList params, int64_t* total) {
-  std::vector<Chunk> chunks;
+// The slots and chunks of every tensor, and their total element count.
+void make_chunks(const std::array<const Tensors*, 4>& lists, std::vector<Slot>* slots, std::vector<Chunk>* chunks,
+                 int64_t* total) {
+  const Tensors& params = *lists[0];
   *total = 0;
+  slots->reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
+    Slot slot{{nullptr, nullptr, nullptr, nullptr}, params[i].scalar_type()};
+    for (size_t d = 0; d < lists.size(); ++d) {
+      if (lists[d] != nullptr) slot.data[d] = (*lists[d])[i].data_ptr();
+    }
+    slots->push_back(slot);
     const int64_t n = params[i].numel();
     *total += n;
     for (int64_t start = 0; start < n; start += kChunk) {
-      chunks.push_back({static_cast<int32_t>(i), start, std::min(kChunk, n - start)});
+      chunks->push_back({static_cast<int32_t>(i), start, std::min(kChunk, n - start)});
     }
   }
-  return chunks;
 }
 
 template <typename F>
 void for_each_chunk(const std::vector<Chunk>& chunks, int64_t total, const F& f) {
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const int64_t grain = total < kSerialBelow ? std::max<int64_t>(nchunks, 1) : 1;
-  at::parallel_for(0, nchunks, grain, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, nchunks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) f(chunks[c]);
   });
 }
@@ -92,45 +101,47 @@ WGAN_CPU_CLONES void adam_chunk(storage_t* __restrict__ p, const storage_t* __re
 }
 
 template <typename storage_t>
-storage_t* at_offset(const at::Tensor& t, int64_t start) {
-  return static_cast<storage_t*>(t.data_ptr()) + start;
+storage_t* at_offset(void* data, int64_t start) {
+  return static_cast<storage_t*>(data) + start;
 }
 
 // Calls f.template operator()<storage_t, T>() for the tensor's dtype.
 template <typename F>
-void dispatch_optim_dtype(c10::ScalarType dtype, const F& f) {
+void dispatch_optim_dtype(ScalarType dtype, const F& f) {
   switch (dtype) {
-    case at::kFloat: f(float{}, float{}); break;
-    case at::kDouble: f(double{}, double{}); break;
-    case at::kHalf: f(c10::Half{}, float{}); break;
-    case at::kBFloat16: f(c10::BFloat16{}, float{}); break;
-    default: TORCH_CHECK(false, "wgan_ext: unsupported dtype ", dtype);  // checked before
+    case kFloat: f(float{}, float{}); break;
+    case kDouble: f(double{}, double{}); break;
+    case kHalf: f(Half{}, float{}); break;
+    case kBFloat16: f(BFloat16{}, float{}); break;
+    default: WGAN_CHECK(false, "wgan_ext: unsupported dtype ", dtype_name(dtype));  // checked before
   }
 }
 
-void rmsprop_clip_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
-                           at::TensorList momentum_buffers, double lr, double alpha, double eps, double weight_decay,
-                           double momentum, std::optional<double> clip_value) {
+void rmsprop_clip_step_cpu(Tensors params, Tensors grads, Tensors square_avgs, Tensors momentum_buffers, double lr,
+                           double alpha, double eps, double weight_decay, double momentum,
+                           std::optional<double> clip_value) {
   check_rmsprop_args(params, momentum_buffers, lr, alpha, eps, weight_decay, momentum, clip_value);
   check_optim_tensors("wgan_ext::rmsprop_clip_step_", params, grads, square_avgs, "square_avg", momentum_buffers,
-                      "momentum_buffer", false, c10::DeviceType::CPU);
+                      "momentum_buffer", false, DeviceType::CPU);
   const bool with_momentum = momentum > 0;
   const auto h32 = make_rmsprop_hyper<float>(lr, alpha, eps, weight_decay, momentum, clip_value);
   const auto h64 = make_rmsprop_hyper<double>(lr, alpha, eps, weight_decay, momentum, clip_value);
   int64_t total = 0;
-  const std::vector<Chunk> chunks = make_chunks(params, &total);
+  std::vector<Slot> slots;
+  std::vector<Chunk> chunks;
+  make_chunks({&params, &grads, &square_avgs, with_momentum ? &momentum_buffers : nullptr}, &slots, &chunks, &total);
   for_each_chunk(chunks, total, [&](const Chunk& ch) {
-    const size_t i = static_cast<size_t>(ch.tensor);
-    dispatch_optim_dtype(params[i].scalar_type(), [&](auto storage, auto compute) {
+    const Slot& slot = slots[static_cast<size_t>(ch.slot)];
+    dispatch_optim_dtype(slot.dtype, [&](auto storage, auto compute) {
       using storage_t = decltype(storage);
       using T = decltype(compute);
       const optim_math::RMSpropHyper<T>* h;
       if constexpr (std::is_same_v<T, float>) h = &h32; else h = &h64;
-      storage_t* p = at_offset<storage_t>(params[i], ch.start);
-      const storage_t* g = at_offset<storage_t>(grads[i], ch.start);
-      storage_t* sq = at_offset<storage_t>(square_avgs[i], ch.start);
+      storage_t* p = at_offset<storage_t>(slot.data[0], ch.start);
+      const storage_t* g = at_offset<storage_t>(slot.data[1], ch.start);
+      storage_t* sq = at_offset<storage_t>(slot.data[2], ch.start);
       if (with_momentum) {
-        rmsprop_chunk<true>(p, g, sq, at_offset<storage_t>(momentum_buffers[i], ch.start), ch.numel, *h);
+        rmsprop_chunk<true>(p, g, sq, at_offset<storage_t>(slot.data[3], ch.start), ch.numel, *h);
       } else {
         rmsprop_chunk<false>(p, g, sq, static_cast<storage_t*>(nullptr), ch.numel, *h);
       }
@@ -138,25 +149,27 @@ void rmsprop_clip_step_cpu(at::TensorList params, at::TensorList grads, at::Tens
   });
 }
 
-void adam_clip_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                        at::TensorList exp_avg_sqs, double lr, double beta1, double beta2, double eps,
-                        double weight_decay, int64_t step, std::optional<double> clip_value) {
+void adam_clip_step_cpu(Tensors params, Tensors grads, Tensors exp_avgs, Tensors exp_avg_sqs, double lr, double beta1,
+                        double beta2, double eps, double weight_decay, int64_t step,
+                        std::optional<double> clip_value) {
   check_adam_args(lr, beta1, beta2, eps, weight_decay, step, clip_value);
   check_optim_tensors("wgan_ext::adam_clip_step_", params, grads, exp_avgs, "exp_avg", exp_avg_sqs, "exp_avg_sq",
-                      true, c10::DeviceType::CPU);
+                      true, DeviceType::CPU);
   const auto h32 = make_adam_hyper<float>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
   const auto h64 = make_adam_hyper<double>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
   int64_t total = 0;
-  const std::vector<Chunk> chunks = make_chunks(params, &total);
+  std::vector<Slot> slots;
+  std::vector<Chunk> chunks;
+  make_chunks({&params, &grads, &exp_avgs, &exp_avg_sqs}, &slots, &chunks, &total);
   for_each_chunk(chunks, total, [&](const Chunk& ch) {
-    const size_t i = static_cast<size_t>(ch.tensor);
-    dispatch_optim_dtype(params[i].scalar_type(), [&](auto storage, auto compute) {
+    const Slot& slot = slots[static_cast<size_t>(ch.slot)];
+    dispatch_optim_dtype(slot.dtype, [&](auto storage, auto compute) {
       using storage_t = decltype(storage);
       using T = decltype(compute);
       const optim_math::AdamHyper<T>* h;
       if constexpr (std::is_same_v<T, float>) h = &h32; else h = &h64;
-      adam_chunk(at_offset<storage_t>(params[i], ch.start), at_offset<storage_t>(grads[i], ch.start),
-                 at_offset<storage_t>(exp_avgs[i], ch.start), at_offset<storage_t>(exp_avg_sqs[i], ch.start),
+      adam_chunk(at_offset<storage_t>(slot.data[0], ch.start), at_offset<storage_t>(slot.data[1], ch.start),
+                 at_offset<storage_t>(slot.data[2], ch.start), at_offset<storage_t>(slot.data[3], ch.start),
                  ch.numel, *h);
     });
   });
@@ -164,9 +177,9 @@ void adam_clip_step_cpu(at::TensorList params, at::TensorList grads, at::TensorL
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
-  m.impl("rmsprop_clip_step_", &rmsprop_clip_step_cpu);
-  m.impl("adam_clip_step_", &adam_clip_step_cpu);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
+  m.impl("rmsprop_clip_step_", TORCH_BOX(&rmsprop_clip_step_cpu));
+  m.impl("adam_clip_step_", TORCH_BOX(&adam_clip_step_cpu));
 }
 
 }  // namespace wgan_ext

@@ -2,13 +2,6 @@
 // Parallel over the flattened (N, D) elements (or over samples for the reduction); the per-element and
 // per-sample math is csrc/ops/gradient_penalty_math.h, the same code the CUDA kernels run.
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <torch/library.h>
-
 #include <algorithm>
 #include <tuple>
 
@@ -34,7 +27,7 @@ void for_each_sample_part(int64_t begin, int64_t end, int64_t D, const F& f) {
 }
 
 // sum_i x[i]^2 in acc_t; the simd reduction lets the compiler reassociate it into vector lanes (-fopenmp-simd).
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, typename acc_t = acc_t_of<scalar_t>>
 WGAN_CPU_CLONES acc_t sum_of_squares(const scalar_t* __restrict__ x, int64_t n) {
   acc_t s = 0;
 #pragma omp simd reduction(+ : s)
@@ -42,20 +35,21 @@ WGAN_CPU_CLONES acc_t sum_of_squares(const scalar_t* __restrict__ x, int64_t n) 
   return s;
 }
 
-at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
+Tensor interpolate_cpu(Tensor real, Tensor fake, Tensor alpha) {
   check_interpolate_args(real, fake, alpha);
-  const at::Tensor r = real.contiguous(), f = fake.contiguous(), a = alpha.contiguous();
-  at::Tensor out = at::empty_like(r, at::MemoryFormat::Contiguous);
+  const Tensor r = as_contiguous(real), f = as_contiguous(fake), a = as_contiguous(alpha);
+  Tensor out = empty_contiguous_like(r);
   const int64_t N = r.size(0);
   const int64_t D = N == 0 ? 0 : r.numel() / N;
   if (r.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "wgan_ext::interpolate (CPU)", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  dispatch_floating(r.scalar_type(), "wgan_ext::interpolate", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_t_of<scalar_t>;
     const scalar_t* rp = r.const_data_ptr<scalar_t>();
     const scalar_t* fp = f.const_data_ptr<scalar_t>();
     const scalar_t* ap = a.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, N * D, kGrain, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, N * D, kGrain, [&](int64_t begin, int64_t end) {
       for_each_sample_part(begin, end, D, [&](int64_t n, int64_t lo, int64_t hi) {
         const acc_t al = static_cast<acc_t>(ap[n]);
         for (int64_t i = lo; i < hi; ++i) {
@@ -68,21 +62,21 @@ at::Tensor interpolate_cpu(const at::Tensor& real, const at::Tensor& fake, const
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> gradient_norm_penalty_cpu(const at::Tensor& grad, double target, bool one_sided,
-                                                             double inv_scale, double eps) {
+std::tuple<Tensor, Tensor> gradient_norm_penalty_cpu(Tensor grad, double target, bool one_sided, double inv_scale,
+                                                     double eps) {
   check_penalty_args(grad, inv_scale, eps);
-  const at::Tensor g = grad.contiguous();
+  const Tensor g = as_contiguous(grad);
   const int64_t N = g.size(0);
   const int64_t D = g.numel() / N;
-  const auto acc_options = g.options().dtype(penalty_acc_dtype(g.scalar_type()));
-  at::Tensor norms = at::empty({N}, acc_options);
-  at::Tensor penalty = at::empty({}, acc_options);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "wgan_ext::gradient_norm_penalty (CPU)",
-                                  [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  const ScalarType acc_dtype = penalty_acc_dtype(g.scalar_type());
+  Tensor norms = new_empty(g, {N}, acc_dtype);
+  Tensor penalty = new_empty(g, {}, acc_dtype);
+  dispatch_floating(g.scalar_type(), "wgan_ext::gradient_norm_penalty", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_t_of<scalar_t>;
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     acc_t* np = norms.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, N, std::max<int64_t>(1, kGrain / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, N, std::max<int64_t>(1, kGrain / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
         np[n] = gp_math::norm<acc_t>(sum_of_squares(gp + n * D, D), static_cast<acc_t>(inv_scale),
                                      static_cast<acc_t>(eps));
@@ -95,25 +89,24 @@ std::tuple<at::Tensor, at::Tensor> gradient_norm_penalty_cpu(const at::Tensor& g
   return {penalty, norms};
 }
 
-at::Tensor gradient_norm_penalty_backward_cpu(const at::Tensor& grad_penalty, const at::Tensor& grad_norms,
-                                              const at::Tensor& grad, const at::Tensor& norms, double target,
-                                              bool one_sided, double inv_scale) {
+Tensor gradient_norm_penalty_backward_cpu(Tensor grad_penalty, Tensor grad_norms, Tensor grad, Tensor norms,
+                                          double target, bool one_sided, double inv_scale) {
   check_penalty_backward_args(grad_penalty, grad_norms, grad, norms);
-  const at::Tensor g = grad.contiguous();
+  const Tensor g = as_contiguous(grad);
   const int64_t N = g.size(0);
   const int64_t D = N == 0 ? 0 : g.numel() / N;
-  at::Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
+  Tensor out = empty_contiguous_like(g);
   if (g.numel() == 0) return out;
-  const at::Tensor n_c = norms.contiguous(), gn_c = grad_norms.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
-                                  "wgan_ext::_gradient_norm_penalty_backward (CPU)", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  const Tensor n_c = as_contiguous(norms), gn_c = as_contiguous(grad_norms);
+  dispatch_floating(g.scalar_type(), "wgan_ext::_gradient_norm_penalty_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_t_of<scalar_t>;
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     const acc_t* np = n_c.const_data_ptr<acc_t>();
     const acc_t* gnp = gn_c.const_data_ptr<acc_t>();
     const acc_t gpen = *grad_penalty.const_data_ptr<acc_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, N * D, kGrain, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, N * D, kGrain, [&](int64_t begin, int64_t end) {
       for_each_sample_part(begin, end, D, [&](int64_t n, int64_t lo, int64_t hi) {
         const acc_t coef = gp_math::backward_coef<acc_t>(np[n], static_cast<acc_t>(target), one_sided,
                                                          static_cast<acc_t>(inv_scale), gpen, gnp[n],
@@ -127,10 +120,10 @@ at::Tensor gradient_norm_penalty_backward_cpu(const at::Tensor& grad_penalty, co
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
-  m.impl("interpolate", &interpolate_cpu);
-  m.impl("gradient_norm_penalty", &gradient_norm_penalty_cpu);
-  m.impl("_gradient_norm_penalty_backward", &gradient_norm_penalty_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
+  m.impl("interpolate", TORCH_BOX(&interpolate_cpu));
+  m.impl("gradient_norm_penalty", TORCH_BOX(&gradient_norm_penalty_cpu));
+  m.impl("_gradient_norm_penalty_backward", TORCH_BOX(&gradient_norm_penalty_backward_cpu));
 }
 
 }  // namespace wgan_ext

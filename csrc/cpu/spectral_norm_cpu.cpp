@@ -2,11 +2,6 @@
 // v <- normalize(W^T u), the products parallel over rows (W v) and over column blocks (W^T u), accumulated in
 // float32 (float64 for float64 weights); normalization from csrc/ops/spectral_norm_math.h, shared with CUDA.
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -84,12 +79,12 @@ WGAN_CPU_CLONES void axpy_rows(acc_t* __restrict__ out, const scalar_t* __restri
 
 // One layer: W (h, w) contiguous, u (h,) and v (w,) contiguous, updated in place.
 template <typename scalar_t>
-void power_iteration_layer(const at::Tensor& W, at::Tensor& u, at::Tensor& v, int64_t n_iterations, double eps) {
-  using acc_t = at::opmath_type<scalar_t>;
+void power_iteration_layer(const Tensor& W, Tensor& u, Tensor& v, int64_t n_iterations, double eps) {
+  using acc_t = acc_t_of<scalar_t>;
   const int64_t h = W.size(0), w = W.size(1);
-  const scalar_t* wp = W.const_data_ptr<scalar_t>();
-  scalar_t* up = u.mutable_data_ptr<scalar_t>();
-  scalar_t* vp = v.mutable_data_ptr<scalar_t>();
+  const scalar_t* wp = static_cast<const scalar_t*>(W.const_data_ptr());
+  scalar_t* up = static_cast<scalar_t*>(u.mutable_data_ptr());
+  scalar_t* vp = static_cast<scalar_t*>(v.mutable_data_ptr());
   const acc_t e = static_cast<acc_t>(eps);
   std::vector<acc_t> uu(h), vv(w);  // u, v as the products see them (rounded to scalar_t, like torch's buffers)
   // Rows per task of W^T u: enough work per task, at most 16 partial sums.
@@ -100,7 +95,7 @@ void power_iteration_layer(const at::Tensor& W, at::Tensor& u, at::Tensor& v, in
     // u <- normalize(W v), in groups of kRows rows (fixed by the row index, so results do not depend on the
     // thread count); the rows past the last full group one by one
     const int64_t groups = h / kRows;
-    at::parallel_for(0, groups, std::max<int64_t>(1, kGrainElements / std::max<int64_t>(kRows * w, 1)),
+    torch::stable::parallel_for(0, groups, std::max<int64_t>(1, kGrainElements / std::max<int64_t>(kRows * w, 1)),
                      [&](int64_t b, int64_t e_) {
       for (int64_t g = b; g < e_; ++g) dot_rows(wp + g * kRows * w, w, vv.data(), w, uu.data() + g * kRows);
     });
@@ -116,7 +111,7 @@ void power_iteration_layer(const at::Tensor& W, at::Tensor& u, at::Tensor& v, in
     // the partials are then added in task order (deterministic whatever the thread count).
     const int64_t tasks = (h + rows_per_task - 1) / rows_per_task;
     std::fill(partial.begin(), partial.end(), acc_t(0));
-    at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e_) {
+    torch::stable::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e_) {
       for (int64_t t = b; t < e_; ++t) {
         acc_t* out = partial.data() + t * w;
         const int64_t end = std::min(h, (t + 1) * rows_per_task);
@@ -137,26 +132,24 @@ void power_iteration_layer(const at::Tensor& W, at::Tensor& u, at::Tensor& v, in
   }
 }
 
-void power_iteration_cpu(at::TensorList weights, at::TensorList us, at::TensorList vs, int64_t n_iterations,
-                         double eps) {
-  check_power_iteration_args(weights, us, vs, n_iterations, eps, c10::DeviceType::CPU);
+void power_iteration_cpu(Tensors weights, Tensors us, Tensors vs, int64_t n_iterations, double eps) {
+  check_power_iteration_args(weights, us, vs, n_iterations, eps, DeviceType::CPU);
   for (size_t i = 0; i < weights.size(); ++i) {
-    const at::Tensor W = weights[i].contiguous();
-    at::Tensor u = us[i].is_contiguous() ? us[i] : us[i].contiguous();
-    at::Tensor v = vs[i].is_contiguous() ? vs[i] : vs[i].contiguous();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, W.scalar_type(),
-                                    "wgan_ext::spectral_norm_power_iteration_ (CPU)", [&] {
-      power_iteration_layer<scalar_t>(W, u, v, n_iterations, eps);
+    const Tensor W = as_contiguous(weights[i]);
+    Tensor u = as_contiguous(us[i]);
+    Tensor v = as_contiguous(vs[i]);
+    dispatch_floating(W.scalar_type(), "wgan_ext::spectral_norm_power_iteration_", [&](auto tag) {
+      power_iteration_layer<decltype(tag)>(W, u, v, n_iterations, eps);
     });
-    if (!us[i].is_contiguous()) at::Tensor(us[i]).copy_(u);
-    if (!vs[i].is_contiguous()) at::Tensor(vs[i]).copy_(v);
+    if (!us[i].is_contiguous()) torch::stable::copy_(us[i], u);
+    if (!vs[i].is_contiguous()) torch::stable::copy_(vs[i], v);
   }
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
-  m.impl("spectral_norm_power_iteration_", &power_iteration_cpu);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
+  m.impl("spectral_norm_power_iteration_", TORCH_BOX(&power_iteration_cpu));
 }
 
 }  // namespace wgan_ext

@@ -5,10 +5,6 @@
 // thread, and a scalar path for the tail and for chunks whose start is not 16-byte aligned (views at odd offsets).
 // The per-element math is csrc/ops/clip_math.h, the same code the CPU kernel runs (float16/bfloat16 on their bits).
 
-#include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
-
 #include <array>
 #include <cstdint>
 #include <string>
@@ -87,49 +83,52 @@ struct ClampFunctor {
 };
 
 template <bool kCount, typename storage_t, typename Clamp>
-void launch_clamp(const std::vector<mta::Item>& items, const Clamp& clamp, unsigned long long* counts) {
-  mta::multi_tensor_apply(items, ClampFunctor<kCount, storage_t, Clamp>{}, clamp, counts);
+void launch_clamp(cudaStream_t stream, const std::vector<mta::Item>& items, const Clamp& clamp,
+                  unsigned long long* counts) {
+  mta::multi_tensor_apply(stream, items, ClampFunctor<kCount, storage_t, Clamp>{}, clamp, counts);
 }
 
 template <bool kCount>
-void clip_cuda_impl(at::TensorList tensors, double min, double max, at::Tensor* counts) {
-  check_clip_args(tensors, min, max, c10::DeviceType::CUDA);
+void clip_cuda_impl(const Tensors& tensors, double min, double max, Tensor* counts) {
+  check_clip_args(tensors, min, max, DeviceType::CUDA);
   if (tensors.empty()) return;
-  const c10::cuda::CUDAGuard guard(tensors[0].device());
+  const DeviceGuard guard(tensors[0].get_device_index());
+  const cudaStream_t stream = current_stream(tensors[0]);
   const DenseViews dense(tensors);
-  const ClampSet clamps(min, max);
+  const ClampSet clamps(tensors, min, max);
+  if (kCount) {
+    STD_CUDA_CHECK(cudaMemsetAsync(counts->data_ptr(), 0, sizeof(int64_t) * tensors.size(), stream));
+  }
 
   // One multi-tensor apply per dtype present in the list.
-  const std::array<at::ScalarType, 4> dtypes = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16};
-  for (const at::ScalarType dtype : dtypes) {
+  const std::array<ScalarType, 4> dtypes = {kFloat, kDouble, kHalf, kBFloat16};
+  for (const ScalarType dtype : dtypes) {
     std::vector<mta::Item> items;
     for (size_t i = 0; i < dense.views.size(); ++i) {
-      const at::Tensor& t = dense.views[i];
+      const Tensor& t = dense.views[i];
       if (t.scalar_type() == dtype && t.numel() > 0) {
         items.push_back({t.data_ptr(), t.numel(), static_cast<int32_t>(i)});
       }
     }
     if (items.empty()) continue;
-    unsigned long long* out =
-        kCount ? reinterpret_cast<unsigned long long*>(counts->data_ptr<int64_t>()) : nullptr;
+    unsigned long long* out = kCount ? static_cast<unsigned long long*>(counts->data_ptr()) : nullptr;
     switch (dtype) {
-      case at::kFloat: launch_clamp<kCount, float>(items, clamps.f32, out); break;
-      case at::kDouble: launch_clamp<kCount, double>(items, clamps.f64, out); break;
-      case at::kHalf: launch_clamp<kCount, uint16_t>(items, clamps.f16, out); break;
-      default: launch_clamp<kCount, uint16_t>(items, clamps.bf16, out); break;
+      case kFloat: launch_clamp<kCount, float>(stream, items, clamps.f32, out); break;
+      case kDouble: launch_clamp<kCount, double>(stream, items, clamps.f64, out); break;
+      case kHalf: launch_clamp<kCount, uint16_t>(stream, items, clamps.f16, out); break;
+      default: launch_clamp<kCount, uint16_t>(stream, items, clamps.bf16, out); break;
     }
   }
   dense.write_back(tensors);
 }
 
-void clip_cuda(at::TensorList tensors, double min, double max) {
+void clip_cuda(Tensors tensors, double min, double max) {
   clip_cuda_impl<false>(tensors, min, max, nullptr);
 }
 
-at::Tensor clip_count_cuda(at::TensorList tensors, double min, double max) {
-  TORCH_CHECK_VALUE(!tensors.empty(), "wgan_ext::clip_count_: needs at least one tensor");
-  at::Tensor counts = at::zeros({static_cast<int64_t>(tensors.size())},
-                                at::TensorOptions().dtype(at::kLong).device(tensors[0].device()));
+Tensor clip_count_cuda(Tensors tensors, double min, double max) {
+  WGAN_CHECK(!tensors.empty(), "wgan_ext::clip_count_: needs at least one tensor");
+  Tensor counts = new_empty(tensors[0], {static_cast<int64_t>(tensors.size())}, kLong);  // zeroed on the stream
   clip_cuda_impl<true>(tensors, min, max, &counts);
   return counts;
 }
@@ -149,9 +148,9 @@ std::string cuda_build_info() {
   return info;
 }
 
-TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
-  m.impl("clip_", &clip_cuda);
-  m.impl("clip_count_", &clip_count_cuda);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
+  m.impl("clip_", TORCH_BOX(&clip_cuda));
+  m.impl("clip_count_", TORCH_BOX(&clip_count_cuda));
 }
 
 }  // namespace wgan_ext

@@ -10,11 +10,6 @@
 // Status: compiled by nvcc for sm_90 on every CI run, never yet run on a GPU (scripts/gpu_check.sh runs its tests,
 // compute-sanitizer and the benchmark on the next lent GPU).
 
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <torch/library.h>
-
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -100,13 +95,13 @@ struct AdamFunctor {
 
 // The items of the tensors of one dtype: Depth pointers each (param, grad, state...).
 template <int Depth>
-std::vector<mta::ItemN<Depth>> items_of_dtype(at::ScalarType dtype, const std::array<at::TensorList, Depth>& lists) {
+std::vector<mta::ItemN<Depth>> items_of_dtype(ScalarType dtype, const std::array<const Tensors*, Depth>& lists) {
   std::vector<mta::ItemN<Depth>> items;
-  const at::TensorList params = lists[0];
+  const Tensors& params = *lists[0];
   for (size_t i = 0; i < params.size(); ++i) {
     if (params[i].scalar_type() != dtype || params[i].numel() == 0) continue;
     mta::ItemN<Depth> item{};
-    for (int d = 0; d < Depth; ++d) item.data[d] = lists[d][i].data_ptr();
+    for (int d = 0; d < Depth; ++d) item.data[d] = (*lists[d])[i].data_ptr();
     item.numel = params[i].numel();
     item.index = static_cast<int32_t>(i);
     items.push_back(item);
@@ -117,57 +112,59 @@ std::vector<mta::ItemN<Depth>> items_of_dtype(at::ScalarType dtype, const std::a
 // Calls f(storage_t{}, T{}) for each dtype.
 template <typename F>
 void for_each_optim_dtype(const F& f) {
-  f(at::kFloat, float{}, float{});
-  f(at::kDouble, double{}, double{});
-  f(at::kHalf, c10::Half{}, float{});
-  f(at::kBFloat16, c10::BFloat16{}, float{});
+  f(kFloat, float{}, float{});
+  f(kDouble, double{}, double{});
+  f(kHalf, Half{}, float{});
+  f(kBFloat16, BFloat16{}, float{});
 }
 
-void rmsprop_clip_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
-                            at::TensorList momentum_buffers, double lr, double alpha, double eps,
-                            double weight_decay, double momentum, std::optional<double> clip_value) {
+void rmsprop_clip_step_cuda(Tensors params, Tensors grads, Tensors square_avgs, Tensors momentum_buffers, double lr,
+                            double alpha, double eps, double weight_decay, double momentum,
+                            std::optional<double> clip_value) {
   check_rmsprop_args(params, momentum_buffers, lr, alpha, eps, weight_decay, momentum, clip_value);
   check_optim_tensors("wgan_ext::rmsprop_clip_step_", params, grads, square_avgs, "square_avg", momentum_buffers,
-                      "momentum_buffer", false, c10::DeviceType::CUDA);
+                      "momentum_buffer", false, DeviceType::CUDA);
   if (params.empty()) return;
-  const c10::cuda::CUDAGuard guard(params[0].device());
+  const DeviceGuard guard(params[0].get_device_index());
+  const cudaStream_t stream = current_stream(params[0]);
   const bool with_momentum = momentum > 0;
-  for_each_optim_dtype([&](at::ScalarType dtype, auto storage, auto compute) {
+  for_each_optim_dtype([&](ScalarType dtype, auto storage, auto compute) {
     using storage_t = decltype(storage);
     using T = decltype(compute);
     const auto h = make_rmsprop_hyper<T>(lr, alpha, eps, weight_decay, momentum, clip_value);
     if (with_momentum) {
-      const auto items = items_of_dtype<4>(dtype, {params, grads, square_avgs, momentum_buffers});
-      if (!items.empty()) mta::multi_tensor_apply_n<4>(items, RMSpropFunctor<storage_t, T, true>{}, h);
+      const auto items = items_of_dtype<4>(dtype, {&params, &grads, &square_avgs, &momentum_buffers});
+      if (!items.empty()) mta::multi_tensor_apply_n<4>(stream, items, RMSpropFunctor<storage_t, T, true>{}, h);
     } else {
-      const auto items = items_of_dtype<3>(dtype, {params, grads, square_avgs});
-      if (!items.empty()) mta::multi_tensor_apply_n<3>(items, RMSpropFunctor<storage_t, T, false>{}, h);
+      const auto items = items_of_dtype<3>(dtype, {&params, &grads, &square_avgs});
+      if (!items.empty()) mta::multi_tensor_apply_n<3>(stream, items, RMSpropFunctor<storage_t, T, false>{}, h);
     }
   });
 }
 
-void adam_clip_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                         at::TensorList exp_avg_sqs, double lr, double beta1, double beta2, double eps,
-                         double weight_decay, int64_t step, std::optional<double> clip_value) {
+void adam_clip_step_cuda(Tensors params, Tensors grads, Tensors exp_avgs, Tensors exp_avg_sqs, double lr, double beta1,
+                         double beta2, double eps, double weight_decay, int64_t step,
+                         std::optional<double> clip_value) {
   check_adam_args(lr, beta1, beta2, eps, weight_decay, step, clip_value);
   check_optim_tensors("wgan_ext::adam_clip_step_", params, grads, exp_avgs, "exp_avg", exp_avg_sqs, "exp_avg_sq",
-                      true, c10::DeviceType::CUDA);
+                      true, DeviceType::CUDA);
   if (params.empty()) return;
-  const c10::cuda::CUDAGuard guard(params[0].device());
-  for_each_optim_dtype([&](at::ScalarType dtype, auto storage, auto compute) {
+  const DeviceGuard guard(params[0].get_device_index());
+  const cudaStream_t stream = current_stream(params[0]);
+  for_each_optim_dtype([&](ScalarType dtype, auto storage, auto compute) {
     using storage_t = decltype(storage);
     using T = decltype(compute);
     const auto h = make_adam_hyper<T>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
-    const auto items = items_of_dtype<4>(dtype, {params, grads, exp_avgs, exp_avg_sqs});
-    if (!items.empty()) mta::multi_tensor_apply_n<4>(items, AdamFunctor<storage_t, T>{}, h);
+    const auto items = items_of_dtype<4>(dtype, {&params, &grads, &exp_avgs, &exp_avg_sqs});
+    if (!items.empty()) mta::multi_tensor_apply_n<4>(stream, items, AdamFunctor<storage_t, T>{}, h);
   });
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
-  m.impl("rmsprop_clip_step_", &rmsprop_clip_step_cuda);
-  m.impl("adam_clip_step_", &adam_clip_step_cuda);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
+  m.impl("rmsprop_clip_step_", TORCH_BOX(&rmsprop_clip_step_cuda));
+  m.impl("adam_clip_step_", TORCH_BOX(&adam_clip_step_cuda));
 }
 
 }  // namespace wgan_ext

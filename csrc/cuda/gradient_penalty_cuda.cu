@@ -4,20 +4,12 @@
 //            to the mean, in a fixed order (deterministic, no atomics).
 // The per-element and per-sample math is csrc/ops/gradient_penalty_math.h, the same code the CPU kernels run.
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
-
 #include <algorithm>
 #include <tuple>
 
 #include "../ops/gradient_penalty.h"
 #include "../ops/gradient_penalty_math.h"
+#include "stable_cuda.cuh"
 
 namespace wgan_ext {
 namespace {
@@ -98,83 +90,85 @@ __global__ void penalty_backward_kernel(const scalar_t* __restrict__ grad, const
   }
 }
 
-at::Tensor interpolate_cuda(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& alpha) {
+Tensor interpolate_cuda(Tensor real, Tensor fake, Tensor alpha) {
   check_interpolate_args(real, fake, alpha);
-  const c10::cuda::CUDAGuard guard(real.device());
-  const at::Tensor r = real.contiguous(), f = fake.contiguous(), a = alpha.contiguous();
-  at::Tensor out = at::empty_like(r, at::MemoryFormat::Contiguous);
+  const DeviceGuard guard(real.get_device_index());
+  const Tensor r = as_contiguous(real), f = as_contiguous(fake), a = as_contiguous(alpha);
+  Tensor out = empty_contiguous_like(r);
   const int64_t total = r.numel();
   if (total == 0) return out;
   const int64_t D = total / r.size(0);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, r.scalar_type(), "wgan_ext::interpolate (CUDA)", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  const cudaStream_t stream = current_stream(r);
+  dispatch_floating(r.scalar_type(), "wgan_ext::interpolate", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_t_of<scalar_t>;
     interpolate_kernel<scalar_t, acc_t><<<elementwise_blocks(total), kThreads, 0, stream>>>(
-        r.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(),
-        out.mutable_data_ptr<scalar_t>(), total, D);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<const scalar_t*>(r.const_data_ptr()), static_cast<const scalar_t*>(f.const_data_ptr()),
+        static_cast<const scalar_t*>(a.const_data_ptr()), static_cast<scalar_t*>(out.mutable_data_ptr()), total, D);
+    WGAN_CUDA_LAUNCH_CHECK();
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> gradient_norm_penalty_cuda(const at::Tensor& grad, double target, bool one_sided,
-                                                              double inv_scale, double eps) {
+std::tuple<Tensor, Tensor> gradient_norm_penalty_cuda(Tensor grad, double target, bool one_sided, double inv_scale,
+                                                      double eps) {
   check_penalty_args(grad, inv_scale, eps);
-  const c10::cuda::CUDAGuard guard(grad.device());
-  const at::Tensor g = grad.contiguous();
+  const DeviceGuard guard(grad.get_device_index());
+  const Tensor g = as_contiguous(grad);
   const int64_t N = g.size(0);
   const int64_t D = g.numel() / N;
-  TORCH_CHECK_VALUE(N <= 2147483647LL, "wgan_ext::gradient_norm_penalty: batch too large for one launch: ", N);
-  const auto acc_options = g.options().dtype(penalty_acc_dtype(g.scalar_type()));
-  at::Tensor norms = at::empty({N}, acc_options);
-  at::Tensor terms = at::empty({N}, acc_options);
-  at::Tensor penalty = at::empty({}, acc_options);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "wgan_ext::gradient_norm_penalty (CUDA)",
-                                  [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  WGAN_CHECK(N <= 2147483647LL, "wgan_ext::gradient_norm_penalty: batch too large for one launch: ", N);
+  const ScalarType acc_dtype = penalty_acc_dtype(g.scalar_type());
+  Tensor norms = new_empty(g, {N}, acc_dtype);
+  Tensor terms = new_empty(g, {N}, acc_dtype);
+  Tensor penalty = new_empty(g, {}, acc_dtype);
+  const cudaStream_t stream = current_stream(g);
+  dispatch_floating(g.scalar_type(), "wgan_ext::gradient_norm_penalty", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_t_of<scalar_t>;
     sample_norms_kernel<scalar_t, acc_t><<<static_cast<unsigned>(N), kThreads, 0, stream>>>(
-        g.const_data_ptr<scalar_t>(), norms.mutable_data_ptr<acc_t>(), terms.mutable_data_ptr<acc_t>(), D,
-        static_cast<acc_t>(target), one_sided, static_cast<acc_t>(inv_scale), static_cast<acc_t>(eps));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    mean_kernel<acc_t><<<1, kThreads, 0, stream>>>(terms.const_data_ptr<acc_t>(), N,
-                                                   penalty.mutable_data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<const scalar_t*>(g.const_data_ptr()), static_cast<acc_t*>(norms.mutable_data_ptr()),
+        static_cast<acc_t*>(terms.mutable_data_ptr()), D, static_cast<acc_t>(target), one_sided,
+        static_cast<acc_t>(inv_scale), static_cast<acc_t>(eps));
+    WGAN_CUDA_LAUNCH_CHECK();
+    mean_kernel<acc_t><<<1, kThreads, 0, stream>>>(static_cast<const acc_t*>(terms.const_data_ptr()), N,
+                                                   static_cast<acc_t*>(penalty.mutable_data_ptr()));
+    WGAN_CUDA_LAUNCH_CHECK();
   });
   return {penalty, norms};
 }
 
-at::Tensor gradient_norm_penalty_backward_cuda(const at::Tensor& grad_penalty, const at::Tensor& grad_norms,
-                                               const at::Tensor& grad, const at::Tensor& norms, double target,
-                                               bool one_sided, double inv_scale) {
+Tensor gradient_norm_penalty_backward_cuda(Tensor grad_penalty, Tensor grad_norms, Tensor grad, Tensor norms,
+                                           double target, bool one_sided, double inv_scale) {
   check_penalty_backward_args(grad_penalty, grad_norms, grad, norms);
-  const c10::cuda::CUDAGuard guard(grad.device());
-  const at::Tensor g = grad.contiguous();
+  const DeviceGuard guard(grad.get_device_index());
+  const Tensor g = as_contiguous(grad);
   const int64_t N = g.size(0);
-  at::Tensor out = at::empty_like(g, at::MemoryFormat::Contiguous);
+  Tensor out = empty_contiguous_like(g);
   const int64_t total = g.numel();
   if (total == 0) return out;
   const int64_t D = total / N;
-  const at::Tensor n_c = norms.contiguous(), gn_c = grad_norms.contiguous(), gp_c = grad_penalty.contiguous();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(),
-                                  "wgan_ext::_gradient_norm_penalty_backward (CUDA)", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  const Tensor n_c = as_contiguous(norms), gn_c = as_contiguous(grad_norms), gp_c = as_contiguous(grad_penalty);
+  const cudaStream_t stream = current_stream(g);
+  dispatch_floating(g.scalar_type(), "wgan_ext::_gradient_norm_penalty_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = acc_t_of<scalar_t>;
     penalty_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(total), kThreads, 0, stream>>>(
-        g.const_data_ptr<scalar_t>(), n_c.const_data_ptr<acc_t>(), gn_c.const_data_ptr<acc_t>(),
-        gp_c.const_data_ptr<acc_t>(), out.mutable_data_ptr<scalar_t>(), total, N, D, static_cast<acc_t>(target),
-        one_sided, static_cast<acc_t>(inv_scale));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<const scalar_t*>(g.const_data_ptr()), static_cast<const acc_t*>(n_c.const_data_ptr()),
+        static_cast<const acc_t*>(gn_c.const_data_ptr()), static_cast<const acc_t*>(gp_c.const_data_ptr()),
+        static_cast<scalar_t*>(out.mutable_data_ptr()), total, N, D, static_cast<acc_t>(target), one_sided,
+        static_cast<acc_t>(inv_scale));
+    WGAN_CUDA_LAUNCH_CHECK();
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
-  m.impl("interpolate", &interpolate_cuda);
-  m.impl("gradient_norm_penalty", &gradient_norm_penalty_cuda);
-  m.impl("_gradient_norm_penalty_backward", &gradient_norm_penalty_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
+  m.impl("interpolate", TORCH_BOX(&interpolate_cuda));
+  m.impl("gradient_norm_penalty", TORCH_BOX(&gradient_norm_penalty_cuda));
+  m.impl("_gradient_norm_penalty_backward", TORCH_BOX(&gradient_norm_penalty_backward_cuda));
 }
 
 }  // namespace wgan_ext

@@ -5,13 +5,11 @@
 // first element, the number of elements in the chunk, the tensor's index in the caller's list) and does the work.
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include <cstdint>
 #include <vector>
 
 #include "../ops/multi_tensor_plan.h"
+#include "stable_cuda.cuh"
 
 namespace wgan_ext {
 namespace mta {
@@ -26,13 +24,12 @@ __global__ void __launch_bounds__(kBlockSize) multi_tensor_kernel(TensorListMeta
   f(meta.data[slot], start, n, meta.index[slot], args...);
 }
 
-// Launches `f` over every chunk of every item on the current stream, as few launches as the argument struct allows.
+// Launches `f` over every chunk of every item on `stream`, as few launches as the argument struct allows.
 template <typename Functor, typename... Args>
-void multi_tensor_apply(const std::vector<Item>& items, Functor f, Args... args) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+void multi_tensor_apply(cudaStream_t stream, const std::vector<Item>& items, Functor f, Args... args) {
   plan(items, [&](const TensorListMeta& meta, int blocks) {
     multi_tensor_kernel<<<blocks, kBlockSize, 0, stream>>>(meta, f, args...);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    WGAN_CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -52,11 +49,10 @@ __global__ void __launch_bounds__(kBlockSize) multi_tensor_kernel_n(TensorListMe
 }
 
 template <int Depth, typename Functor, typename... Args>
-void multi_tensor_apply_n(const std::vector<ItemN<Depth>>& items, Functor f, Args... args) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+void multi_tensor_apply_n(cudaStream_t stream, const std::vector<ItemN<Depth>>& items, Functor f, Args... args) {
   plan_n<Depth>(items, [&](const TensorListMetaN<Depth>& meta, int blocks) {
     multi_tensor_kernel_n<Depth><<<blocks, kBlockSize, 0, stream>>>(meta, f, args...);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    WGAN_CUDA_LAUNCH_CHECK();
   });
 }
 

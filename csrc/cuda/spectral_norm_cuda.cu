@@ -8,19 +8,12 @@
 // the CPU kernel. A layer is limited to one SM: fine for the small and medium critics of WGAN training; splitting
 // large layers over blocks is future work (see README).
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
-
 #include <algorithm>
 #include <vector>
 
 #include "../ops/spectral_norm.h"
 #include "../ops/spectral_norm_math.h"
+#include "stable_cuda.cuh"
 
 namespace wgan_ext {
 namespace {
@@ -93,19 +86,18 @@ __global__ void __launch_bounds__(kThreads) power_iteration_kernel(LayerList lay
   }
 }
 
-void power_iteration_cuda(at::TensorList weights, at::TensorList us, at::TensorList vs, int64_t n_iterations,
-                          double eps) {
-  check_power_iteration_args(weights, us, vs, n_iterations, eps, c10::DeviceType::CUDA);
+void power_iteration_cuda(Tensors weights, Tensors us, Tensors vs, int64_t n_iterations, double eps) {
+  check_power_iteration_args(weights, us, vs, n_iterations, eps, DeviceType::CUDA);
   if (weights.empty() || n_iterations == 0) return;
-  const c10::cuda::CUDAGuard guard(weights[0].device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  std::vector<at::Tensor> W(weights.size()), u(weights.size()), v(weights.size());
+  const DeviceGuard guard(weights[0].get_device_index());
+  const cudaStream_t stream = current_stream(weights[0]);
+  Tensors W, u, v;
   for (size_t i = 0; i < weights.size(); ++i) {
-    W[i] = weights[i].contiguous();
-    u[i] = us[i].is_contiguous() ? us[i] : us[i].contiguous();
-    v[i] = vs[i].is_contiguous() ? vs[i] : vs[i].contiguous();
+    W.push_back(as_contiguous(weights[i]));
+    u.push_back(as_contiguous(us[i]));
+    v.push_back(as_contiguous(vs[i]));
   }
-  for (const at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
+  for (const ScalarType dtype : {kFloat, kDouble, kHalf, kBFloat16}) {
     std::vector<size_t> group;
     for (size_t i = 0; i < W.size(); ++i) {
       if (W[i].scalar_type() == dtype && W[i].numel() > 0) group.push_back(i);
@@ -124,27 +116,26 @@ void power_iteration_cuda(at::TensorList weights, at::TensorList us, at::TensorL
         layers.workspace_offset[k] = offset;
         offset += W[i].size(0) + W[i].size(1);
       }
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype,
-                                      "wgan_ext::spectral_norm_power_iteration_ (CUDA)", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const at::Tensor workspace =
-            at::empty({offset}, W[group[start]].options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+      dispatch_floating(dtype, "wgan_ext::spectral_norm_power_iteration_", [&](auto tag) {
+        using scalar_t = decltype(tag);
+        using acc_t = acc_t_of<scalar_t>;
+        const Tensor workspace = new_empty(W[group[start]], {offset}, scalar_type_of<acc_t>());
         power_iteration_kernel<scalar_t, acc_t><<<static_cast<unsigned>(count), kThreads, 0, stream>>>(
-            layers, workspace.mutable_data_ptr<acc_t>(), n_iterations, static_cast<acc_t>(eps));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+            layers, static_cast<acc_t*>(workspace.mutable_data_ptr()), n_iterations, static_cast<acc_t>(eps));
+        WGAN_CUDA_LAUNCH_CHECK();
       });
     }
   }
   for (size_t i = 0; i < weights.size(); ++i) {
-    if (!us[i].is_contiguous()) at::Tensor(us[i]).copy_(u[i]);
-    if (!vs[i].is_contiguous()) at::Tensor(vs[i]).copy_(v[i]);
+    if (!us[i].is_contiguous()) torch::stable::copy_(us[i], u[i]);
+    if (!vs[i].is_contiguous()) torch::stable::copy_(vs[i], v[i]);
   }
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
-  m.impl("spectral_norm_power_iteration_", &power_iteration_cuda);
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
+  m.impl("spectral_norm_power_iteration_", TORCH_BOX(&power_iteration_cuda));
 }
 
 }  // namespace wgan_ext

@@ -1,57 +1,94 @@
 #include "clip.h"
 
-#include <ATen/MemoryOverlap.h>
-#include <c10/util/Exception.h>
-
 #include <cmath>
+#include <limits>
 
 namespace wgan_ext {
 
-bool is_supported_clip_dtype(c10::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
+bool is_supported_clip_dtype(ScalarType t) { return is_floating(t); }
 
-void check_clip_args(at::TensorList tensors, double min, double max, c10::DeviceType expected_device) {
-  TORCH_CHECK_VALUE(!std::isnan(min) && !std::isnan(max), "wgan_ext::clip_: bounds must not be NaN, got min=", min,
-                    ", max=", max);
-  TORCH_CHECK_VALUE(min <= max, "wgan_ext::clip_: min must be <= max, got min=", min, ", max=", max);
+void check_clip_args(const Tensors& tensors, double min, double max, DeviceType expected_device) {
+  WGAN_CHECK(!std::isnan(min) && !std::isnan(max), "wgan_ext::clip_: bounds must not be NaN, got min=", min,
+             ", max=", max);
+  WGAN_CHECK(min <= max, "wgan_ext::clip_: min must be <= max, got min=", min, ", max=", max);
   if (tensors.empty()) return;
-  const c10::Device device = tensors[0].device();
-  TORCH_CHECK_VALUE(device.type() == expected_device, "wgan_ext::clip_: expected tensors on ",
-                    c10::DeviceTypeName(expected_device), ", got ", device);
+  const torch::stable::Device device = tensors[0].device();
+  WGAN_CHECK(device.type() == expected_device, "wgan_ext::clip_: expected tensors on ",
+             device_type_name(expected_device), ", got ", device_of(tensors[0]));
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const at::Tensor& t = tensors[i];
-    TORCH_CHECK_VALUE(t.defined(), "wgan_ext::clip_: tensor ", i, " is undefined");
-    TORCH_CHECK_VALUE(t.device() == device, "wgan_ext::clip_: all tensors must be on one device; tensor 0 is on ",
-                      device, " but tensor ", i, " is on ", t.device());
-    TORCH_CHECK_VALUE(t.layout() == at::kStrided, "wgan_ext::clip_: tensor ", i, " has layout ", t.layout(),
-                      "; only dense (strided) tensors are supported");
-    TORCH_CHECK_TYPE(is_supported_clip_dtype(t.scalar_type()), "wgan_ext::clip_: tensor ", i, " has dtype ",
-                     t.scalar_type(), "; supported: float32, float64, float16, bfloat16");
-    TORCH_CHECK_VALUE(at::has_internal_overlap(t) != at::MemOverlap::Yes, "wgan_ext::clip_: tensor ", i,
-                      " has elements that share memory (an expanded view?); clamp a tensor that owns its elements");
+    const Tensor& t = tensors[i];
+    WGAN_CHECK(t.defined(), "wgan_ext::clip_: tensor ", i, " is undefined");
+    WGAN_CHECK(t.device() == device, "wgan_ext::clip_: all tensors must be on one device; tensor 0 is on ",
+               device_of(tensors[0]), " but tensor ", i, " is on ", device_of(t));
+    WGAN_CHECK(is_strided(t), "wgan_ext::clip_: tensor ", i, " is not a dense (strided) tensor; only dense tensors "
+               "are supported");
+    WGAN_CHECK(is_supported_clip_dtype(t.scalar_type()), "wgan_ext::clip_: tensor ", i, " has dtype ",
+               dtype_name(t.scalar_type()), "; supported: float32, float64, float16, bfloat16");
+    WGAN_CHECK(!has_internal_overlap(t), "wgan_ext::clip_: tensor ", i,
+               " has elements that share memory (an expanded view?); clamp a tensor that owns its elements");
   }
 }
 
-DenseViews::DenseViews(at::TensorList tensors) {
+DenseViews::DenseViews(const Tensors& tensors) {
   views.reserve(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const at::Tensor& t = tensors[i];
-    if (t.is_non_overlapping_and_dense()) {
+    const Tensor& t = tensors[i];
+    if (is_non_overlapping_and_dense(t)) {
       views.push_back(t);
     } else {
-      views.push_back(t.contiguous());
+      views.push_back(torch::stable::contiguous(t));
       copied.push_back(i);
     }
   }
 }
 
-void DenseViews::write_back(at::TensorList tensors) const {
+void DenseViews::write_back(const Tensors& tensors) const {
   for (size_t i : copied) {
     // The input tensor's storage is written through its own strides; autograd is not involved (the op is called
     // under no_grad by the Python layer, and its kernels run below the autograd key).
-    at::Tensor target = tensors[i];
-    target.copy_(views[i]);
+    Tensor target = tensors[i];
+    torch::stable::copy_(target, views[i]);
+  }
+}
+
+namespace {
+
+// c10::Scalar(bound).to<T>() for a floating T: the bound rounded to T (through float for the 16-bit types), or an
+// error when it overflows T's range (infinities convert).
+template <typename T>
+T bound_to(double bound, const char* dtype) {
+  const double lowest = static_cast<double>(std::numeric_limits<T>::lowest());
+  const double highest = static_cast<double>(std::numeric_limits<T>::max());
+  WGAN_CHECK(!std::isfinite(bound) || (bound >= lowest && bound <= highest), "wgan_ext::clip_: the bound ", bound,
+             " is outside the range of ", dtype, " (", lowest, " to ", highest, "), the dtype of a tensor to clamp");
+  if constexpr (std::is_same_v<T, double>) {
+    return bound;
+  } else if constexpr (std::is_same_v<T, float>) {
+    return static_cast<float>(bound);
+  } else {
+    return T(static_cast<float>(bound));
+  }
+}
+
+}  // namespace
+
+ClampSet::ClampSet(const Tensors& tensors, double min, double max) {
+  bool present[4] = {false, false, false, false};
+  for (const Tensor& t : tensors) {
+    const ScalarType s = t.scalar_type();
+    present[0] |= s == kFloat;
+    present[1] |= s == kDouble;
+    present[2] |= s == kHalf;
+    present[3] |= s == kBFloat16;
+  }
+  if (present[0]) f32 = {bound_to<float>(min, "float32"), bound_to<float>(max, "float32")};
+  if (present[1]) f64 = {min, max};
+  if (present[2]) {
+    f16 = clip_math::Bits16Clamp::make(bound_to<Half>(min, "float16").x, bound_to<Half>(max, "float16").x, 0x7c00);
+  }
+  if (present[3]) {
+    bf16 = clip_math::Bits16Clamp::make(bound_to<BFloat16>(min, "bfloat16").x, bound_to<BFloat16>(max, "bfloat16").x,
+                                        0x7f80);
   }
 }
 

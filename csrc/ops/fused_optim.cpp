@@ -1,41 +1,37 @@
 #include "fused_optim.h"
 
-#include <c10/util/Exception.h>
-
 #include <cmath>
 
 namespace wgan_ext {
 
-bool is_supported_optim_dtype(c10::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
+bool is_supported_optim_dtype(ScalarType t) { return is_floating(t); }
 
 namespace {
 
 // Element i of both tensors sits at offset i from their data pointers: both dense and non-overlapping, with the same
 // strides along every dimension longer than 1 (a stride along a size-1 dimension is never used, and autograd's
 // gradients may differ from the parameter there: AccumulateGrad's layout contract ignores those dimensions).
-bool same_dense_layout(const at::Tensor& a, const at::Tensor& b) {
+bool same_dense_layout(const Tensor& a, const Tensor& b) {
   if (a.numel() <= 1) return true;
-  if (!a.is_non_overlapping_and_dense() || !b.is_non_overlapping_and_dense()) return false;
+  if (!is_non_overlapping_and_dense(a) || !is_non_overlapping_and_dense(b)) return false;
   for (int64_t d = 0; d < a.dim(); ++d) {
     if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
   }
   return true;
 }
 
-void check_companion(const char* op, const at::Tensor& p, const at::Tensor& t, size_t i, const char* name) {
-  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " ", i, " is undefined");
-  TORCH_CHECK_VALUE(t.device() == p.device(), op, ": ", name, " ", i, " is on ", t.device(),
-                    " but its parameter is on ", p.device());
-  TORCH_CHECK_VALUE(t.layout() == at::kStrided, op, ": ", name, " ", i, " has layout ", t.layout(),
-                    "; only dense (strided) tensors are supported (sparse gradients are not)");
-  TORCH_CHECK_TYPE(t.scalar_type() == p.scalar_type(), op, ": ", name, " ", i, " has dtype ", t.scalar_type(),
-                   " but its parameter has dtype ", p.scalar_type());
-  TORCH_CHECK_VALUE(t.sizes() == p.sizes(), op, ": ", name, " ", i, " has shape ", t.sizes(),
-                    " but its parameter has shape ", p.sizes());
-  TORCH_CHECK_VALUE(same_dense_layout(p, t), op, ": ",
-                    name, " ", i, " has strides ", t.strides(), " but its parameter has strides ", p.strides(),
+void check_companion(const char* op, const Tensor& p, const Tensor& t, size_t i, const char* name) {
+  WGAN_CHECK(t.defined(), op, ": ", name, " ", i, " is undefined");
+  WGAN_CHECK(t.device() == p.device(), op, ": ", name, " ", i, " is on ", device_of(t),
+                    " but its parameter is on ", device_of(p));
+  WGAN_CHECK(is_strided(t), op, ": ", name, " ", i, " is not a dense (strided) tensor; only dense tensors "
+                    "are supported (sparse gradients are not)");
+  WGAN_CHECK(t.scalar_type() == p.scalar_type(), op, ": ", name, " ", i, " has dtype ", dtype_name(t.scalar_type()),
+                   " but its parameter has dtype ", dtype_name(p.scalar_type()));
+  WGAN_CHECK(same_shape(t, p), op, ": ", name, " ", i, " has shape ", shape_of(t),
+                    " but its parameter has shape ", shape_of(p));
+  WGAN_CHECK(same_dense_layout(p, t), op, ": ",
+                    name, " ", i, " has strides ", strides_of(t), " but its parameter has strides ", strides_of(p),
                     "; the fused step needs the same dense layout for both (the optimizers send such tensors to the "
                     "pure-torch reference)");
 }
@@ -43,35 +39,35 @@ void check_companion(const char* op, const at::Tensor& p, const at::Tensor& t, s
 void check_clip_value(const char* op, std::optional<double> clip_value) {
   if (!clip_value.has_value()) return;
   const double c = *clip_value;
-  TORCH_CHECK_VALUE(std::isfinite(c) && c > 0, op, ": clip_value must be finite and > 0 (None: no clamp), got ", c);
+  WGAN_CHECK(std::isfinite(c) && c > 0, op, ": clip_value must be finite and > 0 (None: no clamp), got ", c);
 }
 
 }  // namespace
 
-void check_optim_tensors(const char* op, at::TensorList params, at::TensorList grads, at::TensorList state1,
-                         const char* state1_name, at::TensorList state2, const char* state2_name,
-                         bool state2_required, c10::DeviceType expected_device) {
+void check_optim_tensors(const char* op, const Tensors& params, const Tensors& grads, const Tensors& state1,
+                         const char* state1_name, const Tensors& state2, const char* state2_name,
+                         bool state2_required, DeviceType expected_device) {
   const size_t n = params.size();
-  TORCH_CHECK_VALUE(grads.size() == n && state1.size() == n, op, ": expected one grad and one ", state1_name,
+  WGAN_CHECK(grads.size() == n && state1.size() == n, op, ": expected one grad and one ", state1_name,
                     " per parameter, got ", n, " params, ", grads.size(), " grads, ", state1.size(), " ",
                     state1_name);
   const bool with_state2 = state2_required || !state2.empty();
-  TORCH_CHECK_VALUE(!with_state2 || state2.size() == n, op, ": expected one ", state2_name, " per parameter, got ",
+  WGAN_CHECK(!with_state2 || state2.size() == n, op, ": expected one ", state2_name, " per parameter, got ",
                     n, " params and ", state2.size(), " ", state2_name);
   if (n == 0) return;
-  const c10::Device device = params[0].device();
-  TORCH_CHECK_VALUE(device.type() == expected_device, op, ": expected tensors on ",
-                    c10::DeviceTypeName(expected_device), ", got ", device);
+  const torch::stable::Device device = params[0].device();
+  WGAN_CHECK(device.type() == expected_device, op, ": expected tensors on ",
+                    device_type_name(expected_device), ", got ", device_of(params[0]));
   for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& p = params[i];
-    TORCH_CHECK_VALUE(p.defined(), op, ": parameter ", i, " is undefined");
-    TORCH_CHECK_VALUE(p.device() == device, op, ": all tensors must be on one device; parameter 0 is on ", device,
-                      " but parameter ", i, " is on ", p.device());
-    TORCH_CHECK_VALUE(p.layout() == at::kStrided, op, ": parameter ", i, " has layout ", p.layout(),
-                      "; only dense (strided) tensors are supported");
-    TORCH_CHECK_TYPE(is_supported_optim_dtype(p.scalar_type()), op, ": parameter ", i, " has dtype ",
-                     p.scalar_type(), "; supported: float32, float64, float16, bfloat16");
-    TORCH_CHECK_VALUE(p.numel() <= 1 || p.is_non_overlapping_and_dense(), op, ": parameter ", i,
+    const Tensor& p = params[i];
+    WGAN_CHECK(p.defined(), op, ": parameter ", i, " is undefined");
+    WGAN_CHECK(p.device() == device, op, ": all tensors must be on one device; parameter 0 is on ",
+                      device_of(params[0]), " but parameter ", i, " is on ", device_of(p));
+    WGAN_CHECK(is_strided(p), op, ": parameter ", i, " is not a dense (strided) tensor; only dense tensors are "
+                      "supported");
+    WGAN_CHECK(is_supported_optim_dtype(p.scalar_type()), op, ": parameter ", i, " has dtype ",
+                     dtype_name(p.scalar_type()), "; supported: float32, float64, float16, bfloat16");
+    WGAN_CHECK(p.numel() <= 1 || is_non_overlapping_and_dense(p), op, ": parameter ", i,
                       " is not dense (a strided slice or an expanded view); the optimizers send such parameters to "
                       "the pure-torch reference");
     check_companion(op, p, grads[i], i, "grad");
@@ -80,20 +76,20 @@ void check_optim_tensors(const char* op, at::TensorList params, at::TensorList g
   }
 }
 
-void check_rmsprop_args(at::TensorList params, at::TensorList momentum_buffers, double lr, double alpha, double eps,
+void check_rmsprop_args(const Tensors& params, const Tensors& momentum_buffers, double lr, double alpha, double eps,
                         double weight_decay, double momentum, std::optional<double> clip_value) {
   constexpr const char* op = "wgan_ext::rmsprop_clip_step_";
-  TORCH_CHECK_VALUE(lr >= 0, op, ": lr must be >= 0, got ", lr);
-  TORCH_CHECK_VALUE(alpha >= 0, op, ": alpha must be >= 0, got ", alpha);
-  TORCH_CHECK_VALUE(eps >= 0, op, ": eps must be >= 0, got ", eps);
-  TORCH_CHECK_VALUE(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
-  TORCH_CHECK_VALUE(momentum >= 0, op, ": momentum must be >= 0, got ", momentum);
+  WGAN_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
+  WGAN_CHECK(alpha >= 0, op, ": alpha must be >= 0, got ", alpha);
+  WGAN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  WGAN_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
+  WGAN_CHECK(momentum >= 0, op, ": momentum must be >= 0, got ", momentum);
   check_clip_value(op, clip_value);
   if (momentum > 0) {
-    TORCH_CHECK_VALUE(momentum_buffers.size() == params.size(), op, ": momentum > 0 needs one momentum buffer per "
+    WGAN_CHECK(momentum_buffers.size() == params.size(), op, ": momentum > 0 needs one momentum buffer per "
                       "parameter, got ", params.size(), " params and ", momentum_buffers.size(), " buffers");
   } else {
-    TORCH_CHECK_VALUE(momentum_buffers.empty(), op, ": momentum == 0 takes no momentum buffers (pass []), got ",
+    WGAN_CHECK(momentum_buffers.empty(), op, ": momentum == 0 takes no momentum buffers (pass []), got ",
                       momentum_buffers.size());
   }
 }
@@ -101,12 +97,12 @@ void check_rmsprop_args(at::TensorList params, at::TensorList momentum_buffers, 
 void check_adam_args(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
                      std::optional<double> clip_value) {
   constexpr const char* op = "wgan_ext::adam_clip_step_";
-  TORCH_CHECK_VALUE(lr >= 0, op, ": lr must be >= 0, got ", lr);
-  TORCH_CHECK_VALUE(beta1 >= 0 && beta1 < 1, op, ": beta1 must be in [0, 1), got ", beta1);
-  TORCH_CHECK_VALUE(beta2 >= 0 && beta2 < 1, op, ": beta2 must be in [0, 1), got ", beta2);
-  TORCH_CHECK_VALUE(eps >= 0, op, ": eps must be >= 0, got ", eps);
-  TORCH_CHECK_VALUE(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
-  TORCH_CHECK_VALUE(step >= 1, op, ": step (the count after this step) must be >= 1, got ", step);
+  WGAN_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
+  WGAN_CHECK(beta1 >= 0 && beta1 < 1, op, ": beta1 must be in [0, 1), got ", beta1);
+  WGAN_CHECK(beta2 >= 0 && beta2 < 1, op, ": beta2 must be in [0, 1), got ", beta2);
+  WGAN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  WGAN_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
+  WGAN_CHECK(step >= 1, op, ": step (the count after this step) must be >= 1, got ", step);
   check_clip_value(op, clip_value);
 }
 

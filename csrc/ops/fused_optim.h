@@ -2,27 +2,25 @@
 // checks and the hyperparameters in the compute type.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/Optional.h>
-
 #include <optional>
 
+#include "../stable.h"
 #include "fused_optim_math.h"
 
 namespace wgan_ext {
 
 // The dtypes the fused steps accept (float16/bfloat16 computed in float32, float64 in float64).
-bool is_supported_optim_dtype(c10::ScalarType t);
+bool is_supported_optim_dtype(ScalarType t);
 
 // Checks what the kernels rely on: equal list lengths (`state2` may be empty unless `state2_required`), every tensor
 // defined, strided, on `expected_device` (one device for all), of a supported dtype, and grad and state tensors of
 // the same dtype, shape and strides as their parameter, all non-overlapping and dense, so that the kernels walk the
 // element i of each as the same flat index. The Python optimizers pass anything else to the pure-torch reference.
-void check_optim_tensors(const char* op, at::TensorList params, at::TensorList grads, at::TensorList state1,
-                         const char* state1_name, at::TensorList state2, const char* state2_name,
-                         bool state2_required, c10::DeviceType expected_device);
+void check_optim_tensors(const char* op, const Tensors& params, const Tensors& grads, const Tensors& state1,
+                         const char* state1_name, const Tensors& state2, const char* state2_name,
+                         bool state2_required, DeviceType expected_device);
 
-void check_rmsprop_args(at::TensorList params, at::TensorList momentum_buffers, double lr, double alpha, double eps,
+void check_rmsprop_args(const Tensors& params, const Tensors& momentum_buffers, double lr, double alpha, double eps,
                         double weight_decay, double momentum, std::optional<double> clip_value);
 
 void check_adam_args(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,

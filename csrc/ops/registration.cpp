@@ -1,16 +1,15 @@
-// Schemas of every wgan_ext op, in one TORCH_LIBRARY block, and the Python module that loading them needs.
+// Schemas of every wgan_ext op, in one STABLE_TORCH_LIBRARY block, and the Python module that loading them needs.
 //
 // Kernels live beside their op: csrc/cpu/<op>_cpu.cpp and csrc/cuda/<op>_cuda.cu register themselves with
-// TORCH_LIBRARY_IMPL. Autograd formulas and fake (meta) kernels are registered from Python (wgan_ext/_ops.py).
+// STABLE_TORCH_LIBRARY_IMPL. Autograd formulas, fake (meta) kernels and the version-counter bump of the in-place
+// ops (ADInplaceOrView) are registered from Python (wgan_ext/_ops.py): the stable ABI has no boxed kernels over
+// c10 types.
 
 #include <Python.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/LegacyTypeDispatch.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/empty.h>
-#include <torch/library.h>
-#include <torch/version.h>
 
+#include <torch/headeronly/version.h>
+
+#include "../stable.h"
 #include "multi_tensor_plan.h"
 
 #include <algorithm>
@@ -26,13 +25,15 @@ std::string cuda_build_info();  // csrc/cuda/clip_cuda.cu
 
 namespace {
 
+#define WGAN_STR_(x) #x
+#define WGAN_STR(x) WGAN_STR_(x)
+
 std::string build_info() {
-  std::string info = "torch=" TORCH_VERSION;
-#ifdef INTRA_OP_PARALLEL
-  info += ";cpu_parallel=1";  // at::parallel_for in the CPU kernels runs on torch's intra-op threads
-#else
-  info += ";cpu_parallel=0";  // compiled without OpenMP: at::parallel_for runs its range on the calling thread
-#endif
+  // torch: the headers it was compiled against; stable_abi: the oldest torch it loads into (TORCH_TARGET_VERSION)
+  std::string info = "torch=" WGAN_STR(TORCH_VERSION_MAJOR) "." WGAN_STR(TORCH_VERSION_MINOR) "." WGAN_STR(
+      TORCH_VERSION_PATCH) ";stable_abi=" + std::to_string(TORCH_TARGET_VERSION >> 56) + "." +
+                     std::to_string((TORCH_TARGET_VERSION >> 48) & 0xff);
+  info += ";cpu_parallel=1";  // the CPU kernels run torch's own parallel_for (torch's intra-op threads)
 #ifdef WGAN_EXT_WITH_CUDA
   info += ";cuda=1;" + cuda_build_info();
 #else
@@ -43,10 +44,17 @@ std::string build_info() {
 
 // The CUDA launcher's plan for tensors of the given sizes, one row per block: (launch, slot, tensor index, chunk,
 // the slot's numel). Lets the CPU tests check the plan that the CUDA kernels run (every chunk once, limits kept).
-at::Tensor multi_tensor_plan(c10::IntArrayRef numels) {
+Tensor rows_tensor(const std::vector<int64_t>& rows) {
+  const int64_t n = static_cast<int64_t>(rows.size()) / 5;
+  Tensor out = torch::stable::empty({n, 5}, kLong);
+  std::copy(rows.begin(), rows.end(), out.mutable_data_ptr<int64_t>());
+  return out;
+}
+
+Tensor multi_tensor_plan(std::vector<int64_t> numels) {
   std::vector<mta::Item> items;
   for (size_t i = 0; i < numels.size(); ++i) {
-    TORCH_CHECK_VALUE(numels[i] >= 0, "wgan_ext::_multi_tensor_plan: numel must be >= 0, got ", numels[i]);
+    WGAN_CHECK(numels[i] >= 0, "wgan_ext::_multi_tensor_plan: numel must be >= 0, got ", numels[i]);
     items.push_back({nullptr, numels[i], static_cast<int32_t>(i)});
   }
   std::vector<int64_t> rows;
@@ -58,14 +66,11 @@ at::Tensor multi_tensor_plan(c10::IntArrayRef numels) {
     }
     ++launch;
   });
-  const int64_t n = static_cast<int64_t>(rows.size()) / 5;
-  at::Tensor out = at::empty({n, 5}, at::TensorOptions().dtype(at::kLong));
-  std::copy(rows.begin(), rows.end(), out.data_ptr<int64_t>());
-  return out;
+  return rows_tensor(rows);
 }
 
 template <int Depth>
-std::vector<int64_t> plan_rows_depth(c10::IntArrayRef numels) {
+std::vector<int64_t> plan_rows_depth(const std::vector<int64_t>& numels) {
   std::vector<mta::ItemN<Depth>> items;
   for (size_t i = 0; i < numels.size(); ++i) {
     mta::ItemN<Depth> item{};
@@ -85,9 +90,9 @@ std::vector<int64_t> plan_rows_depth(c10::IntArrayRef numels) {
   return rows;
 }
 
-at::Tensor multi_tensor_plan_depth(c10::IntArrayRef numels, int64_t depth) {
+Tensor multi_tensor_plan_depth(std::vector<int64_t> numels, int64_t depth) {
   for (size_t i = 0; i < numels.size(); ++i) {
-    TORCH_CHECK_VALUE(numels[i] >= 0, "wgan_ext::_multi_tensor_plan_depth: numel must be >= 0, got ", numels[i]);
+    WGAN_CHECK(numels[i] >= 0, "wgan_ext::_multi_tensor_plan_depth: numel must be >= 0, got ", numels[i]);
   }
   std::vector<int64_t> rows;
   switch (depth) {
@@ -96,54 +101,28 @@ at::Tensor multi_tensor_plan_depth(c10::IntArrayRef numels, int64_t depth) {
     case 3: rows = plan_rows_depth<3>(numels); break;
     case 4: rows = plan_rows_depth<4>(numels); break;
     case 5: rows = plan_rows_depth<5>(numels); break;
-    default: TORCH_CHECK_VALUE(false, "wgan_ext::_multi_tensor_plan_depth: depth must be 1 to 5, got ", depth);
+    default: WGAN_CHECK(false, "wgan_ext::_multi_tensor_plan_depth: depth must be 1 to 5, got ", depth);
   }
-  const int64_t n = static_cast<int64_t>(rows.size()) / 5;
-  at::Tensor out = at::empty({n, 5}, at::TensorOptions().dtype(at::kLong));
-  std::copy(rows.begin(), rows.end(), out.data_ptr<int64_t>());
-  return out;
+  return rows_tensor(rows);
 }
 
-// How many distinct threads run an at::parallel_for of `tasks` tasks (grain 1), as the CPU kernels call it: the test
-// that they are parallel (a build without OpenMP gives 1 however many threads torch has).
+// How many distinct threads run a parallel_for of `tasks` tasks (grain 1), as the CPU kernels call it: the test
+// that they are parallel.
 int64_t parallel_threads(int64_t tasks) {
-  TORCH_CHECK_VALUE(tasks >= 1, "wgan_ext::_parallel_threads: tasks must be >= 1, got ", tasks);
-  std::vector<std::atomic<int64_t>> seen(static_cast<size_t>(std::max(at::get_num_threads(), 1)));
-  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
-    const int tid = at::get_thread_num();
-    if (tid >= 0 && static_cast<size_t>(tid) < seen.size()) seen[tid].store(1);
+  WGAN_CHECK(tasks >= 1, "wgan_ext::_parallel_threads: tasks must be >= 1, got ", tasks);
+  std::vector<std::atomic<int64_t>> seen(std::max<size_t>(torch::stable::get_num_threads(), 1));
+  torch::stable::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    uint32_t tid = 0;
+    if (torch_get_thread_idx(&tid) == AOTI_TORCH_SUCCESS && tid < seen.size()) seen[tid].store(1);
   });
   int64_t n = 0;
   for (const auto& s : seen) n += s.load();
   return n;
 }
 
-// ADInplaceOrView kernel shared by every op that writes its inputs: runs the op below this key, then bumps the version
-// counter of every argument the schema marks as written (Tensor(a!) / Tensor(a!)[]), as ATen's in-place ops do. So
-// autograd notices when a tensor it saved for backward was clamped in place, instead of computing a wrong gradient.
-void bump_written_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
-  const auto& arguments = op.schema().arguments();
-  std::vector<at::Tensor> written;
-  const auto inputs = torch::jit::last(*stack, arguments.size());
-  for (size_t i = 0; i < arguments.size(); ++i) {
-    const auto* alias = arguments[i].alias_info();
-    if (alias == nullptr || !alias->isWrite()) continue;
-    if (inputs[i].isTensor()) {
-      written.push_back(inputs[i].toTensor());
-    } else if (inputs[i].isTensorList()) {
-      for (const at::Tensor& t : inputs[i].toTensorList()) written.push_back(t);
-    }
-  }
-  {
-    const at::AutoDispatchBelowADInplaceOrView guard;
-    op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
-  }
-  for (const at::Tensor& t : written) t.unsafeGetTensorImpl()->bump_version();
-}
-
 }  // namespace
 
-TORCH_LIBRARY(wgan_ext, m) {
+STABLE_TORCH_LIBRARY(wgan_ext, m) {
   // Clamps every element of every tensor to [min, max] in place, exactly like torch.clamp_ (NaN stays NaN).
   m.def("clip_(Tensor(a!)[] tensors, float min, float max) -> ()");
   // Same, and returns an int64 tensor (len(tensors),): per tensor, how many elements sit at a bound afterwards.
@@ -173,28 +152,28 @@ TORCH_LIBRARY(wgan_ext, m) {
   m.def("adam_clip_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
         "float lr, float beta1, float beta2, float eps, float weight_decay, int step, float? clip_value) -> ()");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
-  m.def("_build_info() -> str", &build_info);
-  // Distinct threads that ran an at::parallel_for of `tasks` tasks (are the CPU kernels parallel?); for tests.
-  m.def("_parallel_threads(int tasks) -> int", &parallel_threads);
+  m.def("_build_info() -> str");
+  // Distinct threads that ran a parallel_for of `tasks` tasks (are the CPU kernels parallel?); for tests.
+  m.def("_parallel_threads(int tasks) -> int");
   // (launch, slot, tensor index, chunk, numel) per block of the CUDA multi-tensor launcher's plan; for tests.
-  m.def("_multi_tensor_plan(int[] numels) -> Tensor", &multi_tensor_plan);
+  m.def("_multi_tensor_plan(int[] numels) -> Tensor");
   // The same for the launcher of ops that walk `depth` lists in step (1 to 5; the fused optimizers use 3 and 4).
-  m.def("_multi_tensor_plan_depth(int[] numels, int depth) -> Tensor", &multi_tensor_plan_depth);
+  m.def("_multi_tensor_plan_depth(int[] numels, int depth) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(wgan_ext, ADInplaceOrView, m) {
-  m.impl("clip_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
-  m.impl("clip_count_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
-  m.impl("spectral_norm_power_iteration_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
-  m.impl("rmsprop_clip_step_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
-  m.impl("adam_clip_step_", torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
+// The ops without tensor arguments: one kernel for every backend.
+STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CompositeExplicitAutograd, m) {
+  m.impl("_build_info", TORCH_BOX(&build_info));
+  m.impl("_parallel_threads", TORCH_BOX(&parallel_threads));
+  m.impl("_multi_tensor_plan", TORCH_BOX(&multi_tensor_plan));
+  m.impl("_multi_tensor_plan_depth", TORCH_BOX(&multi_tensor_plan_depth));
 }
 
 }  // namespace wgan_ext
 
 // `import wgan_ext._C` loads this shared library, which runs the registrations above. No Python functions: the
 // ops are reached through torch.ops.wgan_ext.
-extern "C" PyObject* PyInit__C(void) {
+PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "wgan_ext compiled ops (see torch.ops.wgan_ext)",
                                           -1, nullptr};
   return PyModule_Create(&module_def);

@@ -553,7 +553,7 @@ def test_cuda_launch_plan_for_several_lists_covers_every_chunk_once(depth, max_t
         numels = [5] * 109 + [CHUNK * 700 + 3, 7]
         assert (torch.ops.wgan_ext._multi_tensor_plan_depth(numels, 1).tolist()
                 == torch.ops.wgan_ext._multi_tensor_plan(numels).tolist())
-    with pytest.raises(ValueError, match="depth must be 1 to 5"):
+    with pytest.raises(RuntimeError, match="depth must be 1 to 5"):
         torch.ops.wgan_ext._multi_tensor_plan_depth([1], 6)
 
 
