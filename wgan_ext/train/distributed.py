@@ -205,6 +205,8 @@ def setup(config: TrainConfig, device: torch.device) -> Distributed:
     # for this start of the group: see fresh_namespace
     store, _, _ = next(dist.rendezvous("env://", timeout=_TIMEOUT))
     store = dist.PrefixStore(f"wgan_ext/{fresh_namespace(store, rank, world, _TIMEOUT)}", store)
+    # before the group exists, so that nothing imported later holds on to it: see shutdown
+    import torch.distributed.nn  # noqa: F401
     dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=_TIMEOUT,
                             device_id=device if backend == "nccl" else None)
     _OWNED = True
@@ -249,8 +251,18 @@ def fresh_namespace(store: dist.Store, rank: int, world: int, timeout: timedelta
 
 def shutdown(wait: bool = False) -> None:
     """Destroy the process group if setup() created it; `wait`: after a barrier (a run that ended normally on
-    every rank). Without it a rank that finished first tears its connections down while rank 0 still writes the
-    last checkpoint, and gloo may abort that process ("terminate called without an active exception")."""
+    every rank), so that every rank is done with the group before any rank closes its connections.
+
+    destroy_process_group() must really free the group, and that is why setup() imports torch.distributed.nn
+    first. Gloo's worker threads stop only when the group object is deleted (gloo's shutdown() does nothing), and
+    torch.distributed.nn's functions take ``group=group.WORLD`` as a default argument, evaluated on import: imported
+    after init_process_group (torch.optim does it lazily, through torch._dynamo) they keep the group, and its
+    threads, alive until the interpreter exits. A worker thread that frees a finished work then (seen: the final
+    barrier, just after the main thread saw it complete, and with it the last all-reduce and its tensors) needs
+    the GIL to release a tensor's Python object; a finalizing interpreter ends the thread instead, inside a
+    noexcept destructor, and the process aborts: "terminate called without an active exception" after "done", and
+    torchrun reports the finished run as failed. A group nothing else holds is deleted here, its threads joined,
+    while the interpreter is alive."""
     global _OWNED
     if _OWNED and dist.is_initialized():
         if wait:
