@@ -7,6 +7,7 @@ trainer's own setup and writes what each rank ended with to RESULTS/rank<R>.pt f
 import os
 import shutil
 import sys
+import weakref
 
 import torch
 
@@ -64,8 +65,11 @@ def main(root: str) -> None:
         out["nan_guard"] = None
     except TrainingDiverged as e:
         out["nan_guard"] = str(e)
-    torch.save(out, os.path.join(root, f"rank{rank}.pt"))
+    # shutdown deletes the group (gloo's threads joined), nothing keeps it until exit: see distributed.shutdown
+    group = weakref.ref(torch.distributed.group.WORLD)
     distributed.shutdown(wait=True)
+    out["group_freed"] = group() is None
+    torch.save(out, os.path.join(root, f"rank{rank}.pt"))
 
 
 if __name__ == "__main__":

@@ -141,6 +141,13 @@ def test_nan_on_one_rank_stops_every_rank(ranks):
     assert r0["nan_guard"] is not None and "another process" in r0["nan_guard"]
 
 
+def test_shutdown_frees_the_process_group(ranks):
+    """Not kept alive past destroy_process_group (by torch.distributed.nn, imported after the group's creation):
+    its gloo threads would then outlive it, and now and then abort a finished run at exit."""
+    _, (r0, r1) = ranks
+    assert r0["group_freed"] and r1["group_freed"]
+
+
 def test_the_documented_command_runs(tmp_path):
     with open(os.path.join(ROOT, "docs", "training.md")) as f:
         lines = [ln.strip() for ln in f if ln.strip().startswith("torchrun --standalone --nproc_per_node 2")]
