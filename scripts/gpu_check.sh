@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a GPU machine (see docs/gpu.md), in one call that fits the lent machine's
-# time: build in place; run the CUDA tests (every test marked `cuda`: kernels, fused optimizers, CUDA graphs) with
+# time: use the carried build (or build in place); run the CUDA tests (every test marked `cuda`: kernels, fused optimizers, CUDA graphs) with
 # compute-sanitizer memcheck, synccheck and racecheck over the kernel tests alongside; then the benchmarks on CUDA,
 # those never measured on a GPU first (train, fused_optim), then torch.profiler tables of the GP/SN steps and the
 # trainer (scripts/profile_steps.py), then clip, gradient_penalty, spectral_norm again. Everything
@@ -16,6 +16,7 @@
 #                       the results back)
 #   SANITIZER_SHARE     seconds the tests and sanitizers may take together (default 170)
 #   PYTEST_ARGS         extra pytest arguments for the test step (e.g. "-n 6" with pytest-xdist)
+#   GPU_CHECK_BUILD=1   build in place even when a carried wgan_ext/_C.abi3.so loads
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -47,13 +48,33 @@ step() {  # usage: step NAME LOGFILE LIMIT CMD... ; runs CMD for at most LIMIT s
 
 { echo "commit $WGAN_EXT_COMMIT"; date -u; nvidia-smi; nvcc --version; "$PY" -c 'import torch,sys; print(sys.version); print("torch", torch.__version__, torch.version.cuda)'; } >>"$LOG" 2>&1
 
-# Build in place for the GPU that is here (TORCH_CUDA_ARCH_LIST from the visible device), CUDA required.
+# A carried build first: wgan_ext/_C.abi3.so built on the CPU machine (scripts/prepare_carry.sh) and brought along
+# by the device tool's `carry`. The extension is on the LibTorch stable ABI, so it loads into this machine's torch
+# (2.11) and Python (3.12) as it is; it is used when it loads and has CUDA kernels for this GPU's arch. Otherwise
+# (or with GPU_CHECK_BUILD=1) build in place for the GPU that is here, CUDA required.
 export WGAN_EXT_FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-{ echo "CC=${CC:-} CXX=${CXX:-}"; for c in c++ g++ gcc; do echo "$c -> $(command -v $c)"; done; c++ --version | head -1; } >>"$LOG" 2>&1
-step build "$LOG" 400 "$PY" setup.py build_ext --inplace || { echo "build failed; see $LOG"; exit 1; }
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${GPU_CHECK_BUILD:-0}" != 1 ] && [ -f wgan_ext/_C.abi3.so ] && step carried-build "$LOG" 60 "$PY" -c '
+import torch
+from wgan_ext import _ops
+assert _ops.has_ops(), f"the carried build does not load: {_ops.LOAD_ERROR}"
+info = _ops.build_info()
+major, minor = torch.cuda.get_device_capability()
+archs = info.get("cuda_archs", "").split(",")
+assert info.get("cuda") == "1", f"the carried build has no CUDA kernels: {info}"
+assert f"{major}{minor}0" in archs, f"no kernels for sm_{major}{minor} in the carried build: {info}"
+built = info["torch"]
+print(f"carried build: built against torch {built}, runs in torch {torch.__version__}, archs {archs}")
+'; then
+  echo "=== using the carried build: no compile on this machine" | tee -a "$LOG"
+else
+  status=0  # no usable carried build is not a failure: build here
+  rm -f wgan_ext/_C*.so
+  { echo "CC=${CC:-} CXX=${CXX:-}"; for c in c++ g++ gcc; do echo "$c -> $(command -v $c)"; done; c++ --version | head -1; } >>"$LOG" 2>&1
+  step build "$LOG" 400 "$PY" setup.py build_ext --inplace || { echo "build failed; see $LOG"; exit 1; }
+fi
 { echo "libstdc++ symbols defined in _C: $(nm -D --defined-only wgan_ext/_C*.so | grep -c 'St13basic_ostream\|codecvt')"
   ldd wgan_ext/_C*.so | grep -i 'stdc++\|gcc_s'; } >>"$LOG" 2>&1
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # A C++ error from the ops must reach Python as an exception. Seen on the lent GPU image (2026-11-22): its default
 # compiler (/opt/gcc/bin/g++) gave an extension in which formatting a number into an error message segfaults

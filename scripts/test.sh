@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh clone, in one command: makes (or reuses) the environment, builds and installs
-# wgan_ext with its CPU and CUDA kernels, checks the build, runs every test. Exits non-zero on any failure.
+# The whole test suite from a fresh clone, in one command: makes (or reuses) the environment, builds wgan_ext with its
+# CPU and CUDA kernels once (a wheel), installs it, checks the build, runs every test, then runs the op tests with the
+# same wheel under the GPU machine's Python and torch (scripts/device_stack_check.sh; WGAN_EXT_SKIP_DEVICE_STACK=1
+# skips that part) and checks an isolated `pip install .` into another torch (scripts/isolated_install_check.sh;
+# WGAN_EXT_SKIP_ISOLATED_INSTALL=1 skips it). Exits non-zero on any failure.
 # Where nvcc is present the CUDA kernels must compile (WGAN_EXT_FORCE_CUDA) and be registered (info --require-cuda).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,8 +18,14 @@ export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 if wgan_ext_has_nvcc; then
   export WGAN_EXT_FORCE_CUDA=1 WGAN_EXT_EXPECT_CUDA_KERNELS=1
 fi
-echo "[test] building and installing wgan_ext (MAX_JOBS=$MAX_JOBS)" >&2
-"$PY" -m pip install -q --no-build-isolation --no-deps --force-reinstall . >&2
+# One build, as a wheel (cp310-abi3: the extension is on the LibTorch stable ABI), installed here and, unchanged, into
+# the GPU machine's stack by scripts/device_stack_check.sh below.
+WHEELS="$ROOT/dist"
+rm -rf "$WHEELS"
+echo "[test] building wgan_ext (MAX_JOBS=$MAX_JOBS)" >&2
+"$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$WHEELS" . >&2
+WHEEL=$(ls "$WHEELS"/wgan_ext-*.whl)
+"$PY" -m pip install -q --no-deps --force-reinstall "$WHEEL" >&2
 rm -f "$(dirname "$(dirname "$PY")")/.wgan_ext-installed"  # scripts/train.sh's stamp: its next run reinstalls
 echo "[test] built in $(( $(date +%s) - start )) s since start" >&2
 
@@ -25,4 +34,14 @@ echo "[test] built in $(( $(date +%s) - start )) s since start" >&2
 
 export WGAN_EXT_REQUIRE_OPS=1
 "$(dirname "$PY")/pytest" python_tests -q -p no:cacheprovider "$@"
+echo "[test] suite passed in $(( $(date +%s) - start )) s" >&2
+
+# The same wheel under Python 3.12 + torch 2.11 (the GPU machine's stack): loads without a rebuild, op tests pass.
+if [ "${WGAN_EXT_SKIP_DEVICE_STACK:-0}" != 1 ]; then
+  bash scripts/device_stack_check.sh --wheel "$WHEEL" --same-as "$PY"
+fi
+# `pip install .` with build isolation, installed into another torch (2.13): loads and runs.
+if [ "${WGAN_EXT_SKIP_ISOLATED_INSTALL:-0}" != 1 ]; then
+  bash scripts/isolated_install_check.sh
+fi
 echo "[test] all passed in $(( $(date +%s) - start )) s" >&2
