@@ -20,7 +20,8 @@ ENV_IMPL = "WGAN_EXT_IMPL"
 
 # Compiled ops and the device types they may have kernels for.
 OP_NAMES = ("clip_", "clip_count_", "interpolate", "gradient_norm_penalty", "_gradient_norm_penalty_backward",
-            "spectral_norm_power_iteration_", "rmsprop_clip_step_", "adam_clip_step_")
+            "spectral_norm_power_iteration_", "spectral_norm_normalize", "_spectral_norm_normalize_backward",
+            "rmsprop_clip_step_", "adam_clip_step_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOAD_ERROR: BaseException | None = None
@@ -65,7 +66,8 @@ def build_info() -> dict[str, str]:
 def _missing_reason(op: str, device_type: str) -> str:
     if LOAD_ERROR is not None:
         return (f"the compiled library wgan_ext._C could not be loaded ({type(LOAD_ERROR).__name__}: {LOAD_ERROR}). "
-                "Reinstall against the torch you run with: pip install --no-build-isolation .")
+                "It needs torch >= 2.11 (the LibTorch stable ABI); reinstall with pip install . "
+                "(or pip install --no-build-isolation . against the torch you run with)")
     return (f"wgan_ext was built without a {device_type} kernel for {op} "
             "(python -m wgan_ext.info lists what was built)")
 
@@ -203,3 +205,29 @@ if has_ops():
 
     torch.library.register_autograd("wgan_ext::gradient_norm_penalty", _penalty_backward,
                                     setup_context=_penalty_setup)
+
+    @torch.library.register_fake("wgan_ext::spectral_norm_normalize")
+    def _normalize_fake(weights, us, vs):
+        outs = [torch.empty_like(W, memory_format=torch.contiguous_format) for W in weights]
+        n = len(weights) + sum(W.shape[0] + W.shape[1] for W in weights)
+        device = weights[0].device if weights else torch.device("cpu")
+        return outs, torch.empty((n,), dtype=torch.float64, device=device)
+
+    @torch.library.register_fake("wgan_ext::_spectral_norm_normalize_backward")
+    def _normalize_backward_fake(grads, weights, saved):
+        return [torch.empty_like(W, memory_format=torch.contiguous_format) for W in weights]
+
+    # Spectral norm's W / sigma for all layers: the backward is one call for all layers too (u, v constant).
+    def _normalize_setup(ctx, inputs, output):
+        weights = inputs[0]
+        ctx.save_for_backward(output[1], *weights)
+
+    def _normalize_backward(ctx, grads, grad_saved):
+        saved, *weights = ctx.saved_tensors
+        grads = [torch.zeros_like(W) if g is None else g for g, W in zip(grads, weights)]
+        d_weights = torch.ops.wgan_ext._spectral_norm_normalize_backward(grads, weights, saved)
+        none = [None] * len(weights)
+        return d_weights, none, none  # the inputs' structure: no gradient for u, v
+
+    torch.library.register_autograd("wgan_ext::spectral_norm_normalize", _normalize_backward,
+                                    setup_context=_normalize_setup)

@@ -63,6 +63,40 @@ def spectral_norm_power_iteration_(weights: list[torch.Tensor], us: list[torch.T
                 v.copy_(torch.nn.functional.normalize(torch.mv(W.H, u), dim=0, eps=eps))
 
 
+def spectral_norm_normalize(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor]
+                            ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """torch.ops.wgan_ext.spectral_norm_normalize: per layer sigma = vdot(u, mv(W, v)) and W / sigma, as torch's
+    parametrization computes them; `saved` holds the sigmas, then every layer's u and v (float64). Differentiable
+    w.r.t. the weights (u, v constant): the reference of the op's backward too."""
+    outs, sigmas, uvs = [], [], []
+    for W, u, v in zip(weights, us, vs):
+        u, v = u.detach(), v.detach()
+        sigma = torch.vdot(u, torch.mv(W, v))
+        outs.append((W / sigma).contiguous())
+        sigmas.append(sigma.detach().double().reshape(1))
+        uvs += [u.double(), v.double()]
+    device = weights[0].device if weights else "cpu"
+    saved = torch.cat(sigmas + uvs) if weights else torch.zeros(0, dtype=torch.float64, device=device)
+    return outs, saved
+
+
+def spectral_norm_normalize_backward(grads: list[torch.Tensor], weights: list[torch.Tensor], saved: torch.Tensor
+                                     ) -> list[torch.Tensor]:
+    """torch.ops.wgan_ext._spectral_norm_normalize_backward: dW = G / sigma - <G, W> / sigma^2 u v^T (u, v and
+    sigma from `saved`), in each weight's accumulation dtype."""
+    L = len(weights)
+    out, offset = [], L
+    for i, (G, W) in enumerate(zip(grads, weights)):
+        h, w = W.shape
+        acc = _opmath(W).dtype
+        u, v = saved[offset:offset + h].to(acc), saved[offset + h:offset + h + w].to(acc)
+        offset += h + w
+        sigma = saved[i].to(acc)
+        grad_sigma = -(G.to(acc) * W.to(acc)).sum() / (sigma * sigma)
+        out.append((G.to(acc) / sigma + grad_sigma * torch.outer(u, v)).to(W.dtype))
+    return out
+
+
 def _opmath(t: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 computed in float32, as the kernels do (a no-op view for float32/float64)."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -38,6 +38,17 @@ def power_iteration_(weights: list[torch.Tensor], us: list[torch.Tensor], vs: li
             _reference.spectral_norm_power_iteration_(weights, us, vs, n_power_iterations, eps)
 
 
+def normalize(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torch.Tensor],
+              impl: str | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every layer's ``W / sigma``, sigma = u^T W v (u, v constant), in one op call (and one call for its
+    backward); differentiable w.r.t. the weights. Returns the normalized matrices and the op's `saved` tensor (the
+    sigmas first)."""
+    if weights and _ops.use_fused("spectral_norm_normalize", weights[0].device.type, impl):
+        outs, saved = torch.ops.wgan_ext.spectral_norm_normalize(weights, us, vs)
+        return list(outs), saved
+    return _reference.spectral_norm_normalize(weights, us, vs)
+
+
 class SpectralNorm(nn.Module):
     """The spectral-norm parametrization: ``weight / sigma(weight)``, sigma by power iteration on ``weight`` viewed
     as a matrix (out, rest) along ``dim``. Same buffers, initialization (15 iterations) and semantics as torch's:
@@ -52,6 +63,9 @@ class SpectralNorm(nn.Module):
         self.eps = eps
         self.impl = impl
         self.batched = False  # True when a SpectralNormGroup runs the power iteration for this layer
+        # (weight, versions of weight, u, v, normalized matrix): set by a SpectralNormGroup's batched normalize
+        # before the model's forward, used by this layer's next forward if nothing changed since
+        self._pending = None
         if ndim > 1:
             self.n_power_iterations = n_power_iterations
             weight_mat = self._reshape_weight_to_matrix(weight.detach())
@@ -67,9 +81,32 @@ class SpectralNorm(nn.Module):
             weight = weight.permute(self.dim, *(d for d in range(weight.dim()) if d != self.dim))
         return weight.flatten(1)
 
+    def _matrix_to_weight(self, matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The inverse of _reshape_weight_to_matrix (a view)."""
+        if self.dim == 0:
+            return matrix.view(weight.shape)
+        rest = [d for d in range(weight.dim()) if d != self.dim]
+        permuted = matrix.view([weight.shape[self.dim]] + [weight.shape[d] for d in rest])
+        inverse = [0] * weight.dim()
+        for position, d in enumerate([self.dim] + rest):
+            inverse[d] = position
+        return permuted.permute(inverse)
+
+    def _take_pending(self, weight: torch.Tensor) -> torch.Tensor | None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        w, versions, matrix = pending
+        if w is not weight or versions != (weight._version, self._u._version, self._v._version):
+            return None  # the weight, u or v changed since the group normalized them
+        return self._matrix_to_weight(matrix, weight)
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
+        batched = self._take_pending(weight)
+        if batched is not None:
+            return batched
         weight_mat = self._reshape_weight_to_matrix(weight)
         if self.training and not self.batched:
             power_iteration_([weight_mat.detach()], [self._u], [self._v], self.n_power_iterations, self.eps,
@@ -125,7 +162,9 @@ class SpectralNormGroup:
     Made by ``apply_spectral_norm``. With ``update="forward"`` (torch's behaviour) a forward pre-hook on the model
     updates every layer's u, v once per training-mode forward; with ``update="step"`` call ``attach(optimizer)``
     (u, v then change once per optimizer step, so the real, fake and interpolate forwards of one critic step see
-    the same sigma); ``update="manual"``: call ``power_iteration()`` yourself.
+    the same sigma); ``update="manual"``: call ``power_iteration()`` yourself. In every mode the pre-hook then
+    computes every layer's W / sigma in one op call (``normalize``), which the layers' forwards use; its backward is
+    one call for all layers too.
     """
 
     def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], update: str, impl: str | None):
@@ -133,13 +172,23 @@ class SpectralNormGroup:
         self.layers = layers
         self.impl = impl
         self.update = update
-        self._handles = []
-        if update == "forward":
-            self._handles.append(model.register_forward_pre_hook(self._pre_forward))
+        self._handles = [model.register_forward_pre_hook(self._pre_forward)]
 
     def _pre_forward(self, module, args):
-        if module.training:
+        if self.update == "forward" and module.training:
             self.power_iteration()
+        self.normalize()
+
+    def normalize(self) -> None:
+        """Every layer's W / sigma in one op call, for the layers' next forward (done before each model forward)."""
+        sns = self.parametrizations()
+        if not sns:
+            return
+        originals = [m.parametrizations["weight"].original for _, m in self.layers]
+        matrices = [sn._reshape_weight_to_matrix(w) for sn, w in zip(sns, originals)]
+        outs, _ = normalize(matrices, [sn._u for sn in sns], [sn._v for sn in sns], self.impl)
+        for sn, w, out in zip(sns, originals, outs):
+            sn._pending = (w, (w._version, sn._u._version, sn._v._version), out)
 
     def parametrizations(self) -> list[SpectralNorm]:
         return [m.parametrizations["weight"][0] for _, m in self.layers]
@@ -183,6 +232,7 @@ class SpectralNormGroup:
         self._handles.clear()
         for sn in self.parametrizations():
             sn.batched = False
+            sn._pending = None
 
 
 def apply_spectral_norm(model: nn.Module, n_power_iterations: int = 1, eps: float = 1e-12,

@@ -3,6 +3,8 @@
 // float32 (float64 for float64 weights); normalization from csrc/ops/spectral_norm_math.h, shared with CUDA.
 
 #include <algorithm>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../macros.h"
@@ -77,6 +79,22 @@ WGAN_CPU_CLONES void axpy_rows(acc_t* __restrict__ out, const scalar_t* __restri
   }
 }
 
+// out[i] = W[i] / sigma for i in [begin, end).
+template <typename scalar_t, typename acc_t>
+WGAN_CPU_CLONES void normalize_range(const scalar_t* __restrict__ W, scalar_t* __restrict__ out, int64_t begin,
+                                     int64_t end, acc_t sigma) {
+  for (int64_t i = begin; i < end; ++i) out[i] = sn_math::normalize_element<scalar_t, acc_t>(W[i], sigma);
+}
+
+// sum_i a[i] * b[i] of two arrays of the storage type, in acc_t.
+template <typename scalar_t, typename acc_t = acc_t_of<scalar_t>>
+WGAN_CPU_CLONES acc_t dot_same(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n) {
+  acc_t s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += static_cast<acc_t>(a[i]) * static_cast<acc_t>(b[i]);
+  return s;
+}
+
 // One layer: W (h, w) contiguous, u (h,) and v (w,) contiguous, updated in place.
 template <typename scalar_t>
 void power_iteration_layer(const Tensor& W, Tensor& u, Tensor& v, int64_t n_iterations, double eps) {
@@ -146,10 +164,240 @@ void power_iteration_cpu(Tensors weights, Tensors us, Tensors vs, int64_t n_iter
   }
 }
 
+// ---- spectral_norm_normalize and its backward: every layer in two parallel passes (not one per layer).
+
+// One layer as the passes see it: the contiguous matrix (h, w) and where its rows / elements start in the tasks.
+struct Layer {
+  Tensor W;
+  int64_t h, w;
+  ScalarType dtype;
+  int64_t wv_offset;  // this layer's (W v) in the row buffer
+};
+
+// A range of rows (pass over rows) or of elements (elementwise pass) of one layer.
+struct Task {
+  int32_t layer;
+  int64_t begin, end;
+};
+
+// Rows per task of W v: enough work per task, in groups of kRows (fixed by the shapes, not the thread count).
+std::vector<Task> row_tasks(const std::vector<Layer>& layers) {
+  std::vector<Task> tasks;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const int64_t h = layers[l].h, w = layers[l].w;
+    const int64_t rows = std::max<int64_t>(kRows, (kGrainElements / std::max<int64_t>(w, 1)) / kRows * kRows);
+    for (int64_t r = 0; r < h; r += rows) tasks.push_back({static_cast<int32_t>(l), r, std::min(h, r + rows)});
+  }
+  return tasks;
+}
+
+std::vector<Task> element_tasks(const std::vector<Layer>& layers) {
+  std::vector<Task> tasks;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const int64_t n = layers[l].h * layers[l].w;
+    for (int64_t i = 0; i < n; i += kGrainElements) {
+      tasks.push_back({static_cast<int32_t>(l), i, std::min(n, i + kGrainElements)});
+    }
+  }
+  return tasks;
+}
+
+std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors vs) {
+  check_normalize_args(weights, us, vs, DeviceType::CPU);
+  const size_t L = weights.size();
+  std::vector<Layer> layers;
+  int64_t rows_total = 0, uv_total = 0;
+  for (size_t l = 0; l < L; ++l) {
+    const Tensor W = as_contiguous(weights[l]);
+    layers.push_back({W, W.size(0), W.size(1), W.scalar_type(), rows_total});
+    rows_total += W.size(0);
+    uv_total += W.size(0) + W.size(1);
+  }
+  Tensor saved = L == 0 ? torch::stable::empty({0}, kDouble)
+                        : new_empty(weights[0], {static_cast<int64_t>(L) + uv_total}, kDouble);
+  Tensors outs;
+  if (L == 0) return {outs, saved};
+  double* sv = static_cast<double*>(saved.mutable_data_ptr());
+  // u and v, as float64 (exact) for the backward, and in each layer's acc_t for the products
+  std::vector<double> uv(static_cast<size_t>(uv_total));
+  {
+    int64_t o = 0;
+    for (size_t l = 0; l < L; ++l) {
+      const Tensor u = as_contiguous(us[l]), v = as_contiguous(vs[l]);
+      dispatch_floating(layers[l].dtype, "wgan_ext::spectral_norm_normalize", [&](auto tag) {
+        using scalar_t = decltype(tag);
+        const scalar_t* up = static_cast<const scalar_t*>(u.const_data_ptr());
+        const scalar_t* vp = static_cast<const scalar_t*>(v.const_data_ptr());
+        for (int64_t r = 0; r < layers[l].h; ++r) {
+          uv[o + r] = static_cast<double>(static_cast<acc_t_of<scalar_t>>(up[r]));
+        }
+        for (int64_t c = 0; c < layers[l].w; ++c) {
+          uv[o + layers[l].h + c] = static_cast<double>(static_cast<acc_t_of<scalar_t>>(vp[c]));
+        }
+      });
+      o += layers[l].h + layers[l].w;
+    }
+  }
+  std::copy(uv.begin(), uv.end(), sv + L);
+  // v in acc_t per layer (float or double), for the row products
+  std::vector<float> v32;
+  std::vector<double> v64;
+  std::vector<int64_t> v_at(L);
+  {
+    int64_t o = 0;
+    for (size_t l = 0; l < L; ++l) {
+      const double* v = uv.data() + o + layers[l].h;
+      if (layers[l].dtype == kDouble) {
+        v_at[l] = static_cast<int64_t>(v64.size());
+        v64.insert(v64.end(), v, v + layers[l].w);
+      } else {
+        v_at[l] = static_cast<int64_t>(v32.size());
+        for (int64_t c = 0; c < layers[l].w; ++c) v32.push_back(static_cast<float>(v[c]));
+      }
+      o += layers[l].h + layers[l].w;
+    }
+  }
+  // pass 1: W v, every row of every layer
+  std::vector<double> wv(static_cast<size_t>(rows_total));
+  const std::vector<Task> rows = row_tasks(layers);
+  torch::stable::parallel_for(0, static_cast<int64_t>(rows.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const Task& task = rows[t];
+      const Layer& layer = layers[task.layer];
+      dispatch_floating(layer.dtype, "wgan_ext::spectral_norm_normalize", [&](auto tag) {
+        using scalar_t = decltype(tag);
+        using acc_t = acc_t_of<scalar_t>;
+        const scalar_t* W = static_cast<const scalar_t*>(layer.W.const_data_ptr());
+        const acc_t* v;
+        if constexpr (std::is_same_v<acc_t, double>) v = v64.data() + v_at[task.layer]; else v = v32.data() + v_at[task.layer];
+        acc_t out[kRows];
+        int64_t r = task.begin;
+        for (; r + kRows <= task.end; r += kRows) {
+          dot_rows(W + r * layer.w, layer.w, v, layer.w, out);
+          for (int64_t k = 0; k < kRows; ++k) wv[layer.wv_offset + r + k] = static_cast<double>(out[k]);
+        }
+        for (; r < task.end; ++r) wv[layer.wv_offset + r] = static_cast<double>(dot(W + r * layer.w, v, layer.w));
+      });
+    }
+  });
+  // sigma = u^T (W v) per layer, in row order, rounded to the weight's dtype (as torch's vdot returns it)
+  {
+    int64_t o = 0;
+    for (size_t l = 0; l < L; ++l) {
+      dispatch_floating(layers[l].dtype, "wgan_ext::spectral_norm_normalize", [&](auto tag) {
+        using scalar_t = decltype(tag);
+        using acc_t = acc_t_of<scalar_t>;
+        acc_t sigma = 0;
+        for (int64_t r = 0; r < layers[l].h; ++r) {
+          sigma += static_cast<acc_t>(uv[o + r]) * static_cast<acc_t>(wv[layers[l].wv_offset + r]);
+        }
+        sv[l] = static_cast<double>(sn_math::rounded_sigma<scalar_t, acc_t>(sigma));
+      });
+      o += layers[l].h + layers[l].w;
+    }
+  }
+  // pass 2: W / sigma, every element of every layer
+  for (size_t l = 0; l < L; ++l) outs.push_back(empty_contiguous_like(layers[l].W));
+  const std::vector<Task> elems = element_tasks(layers);
+  torch::stable::parallel_for(0, static_cast<int64_t>(elems.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const Task& task = elems[t];
+      dispatch_floating(layers[task.layer].dtype, "wgan_ext::spectral_norm_normalize", [&](auto tag) {
+        using scalar_t = decltype(tag);
+        using acc_t = acc_t_of<scalar_t>;
+        const scalar_t* W = static_cast<const scalar_t*>(layers[task.layer].W.const_data_ptr());
+        scalar_t* out = static_cast<scalar_t*>(outs[task.layer].mutable_data_ptr());
+        normalize_range<scalar_t, acc_t>(W, out, task.begin, task.end, static_cast<acc_t>(sv[task.layer]));
+      });
+    }
+  });
+  return {outs, saved};
+}
+
+Tensors normalize_backward_cpu(Tensors grads, Tensors weights, Tensor saved) {
+  check_normalize_backward_args(grads, weights, saved, DeviceType::CPU);
+  const size_t L = weights.size();
+  std::vector<Layer> layers;
+  Tensors gs;
+  for (size_t l = 0; l < L; ++l) {
+    const Tensor W = as_contiguous(weights[l]);
+    layers.push_back({W, W.size(0), W.size(1), W.scalar_type(), 0});
+    gs.push_back(as_contiguous(grads[l]));
+  }
+  const Tensor sv_t = as_contiguous(saved);
+  const double* sv = static_cast<const double*>(sv_t.const_data_ptr());
+  std::vector<int64_t> uv_at(L);
+  for (size_t l = 0, o = L; l < L; ++l) {
+    uv_at[l] = static_cast<int64_t>(o);
+    o += static_cast<size_t>(layers[l].h + layers[l].w);
+  }
+  // pass 1: <G, W> per layer, as partial sums per task added in task order
+  const std::vector<Task> elems = element_tasks(layers);
+  std::vector<double> partial(elems.size());
+  torch::stable::parallel_for(0, static_cast<int64_t>(elems.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const Task& task = elems[t];
+      dispatch_floating(layers[task.layer].dtype, "wgan_ext::_spectral_norm_normalize_backward", [&](auto tag) {
+        using scalar_t = decltype(tag);
+        const scalar_t* W = static_cast<const scalar_t*>(layers[task.layer].W.const_data_ptr());
+        const scalar_t* G = static_cast<const scalar_t*>(gs[task.layer].const_data_ptr());
+        partial[t] = static_cast<double>(dot_same(W + task.begin, G + task.begin, task.end - task.begin));
+      });
+    }
+  });
+  std::vector<double> grad_sigma(L, 0.0);
+  {
+    std::vector<double> g_dot_w(L, 0.0);
+    for (size_t t = 0; t < elems.size(); ++t) {
+      const size_t l = static_cast<size_t>(elems[t].layer);
+      dispatch_floating(layers[l].dtype, "wgan_ext::_spectral_norm_normalize_backward", [&](auto tag) {
+        using acc_t = acc_t_of<decltype(tag)>;
+        g_dot_w[l] = static_cast<double>(static_cast<acc_t>(g_dot_w[l]) + static_cast<acc_t>(partial[t]));
+      });
+    }
+    for (size_t l = 0; l < L; ++l) {
+      dispatch_floating(layers[l].dtype, "wgan_ext::_spectral_norm_normalize_backward", [&](auto tag) {
+        using acc_t = acc_t_of<decltype(tag)>;
+        grad_sigma[l] = static_cast<double>(
+            sn_math::grad_sigma_of<acc_t>(static_cast<acc_t>(g_dot_w[l]), static_cast<acc_t>(sv[l])));
+      });
+    }
+  }
+  // pass 2: dW = G / sigma + grad_sigma * u v^T
+  Tensors outs;
+  for (size_t l = 0; l < L; ++l) outs.push_back(empty_contiguous_like(layers[l].W));
+  torch::stable::parallel_for(0, static_cast<int64_t>(elems.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const Task& task = elems[t];
+      const size_t l = static_cast<size_t>(task.layer);
+      dispatch_floating(layers[l].dtype, "wgan_ext::_spectral_norm_normalize_backward", [&](auto tag) {
+        using scalar_t = decltype(tag);
+        using acc_t = acc_t_of<scalar_t>;
+        const scalar_t* G = static_cast<const scalar_t*>(gs[l].const_data_ptr());
+        scalar_t* out = static_cast<scalar_t*>(outs[l].mutable_data_ptr());
+        const double* u = sv + uv_at[l];
+        const double* v = u + layers[l].h;
+        const acc_t sigma = static_cast<acc_t>(sv[l]), gs_l = static_cast<acc_t>(grad_sigma[l]);
+        const int64_t w = layers[l].w;
+        for (int64_t i = task.begin; i < task.end;) {
+          const int64_t r = i / w, stop = std::min(task.end, (r + 1) * w);
+          const acc_t u_r = static_cast<acc_t>(u[r]);
+          for (int64_t c = i - r * w; i < stop; ++i, ++c) {
+            out[i] = sn_math::backward_element<scalar_t, acc_t>(G[i], sigma, gs_l, u_r, static_cast<acc_t>(v[c]));
+          }
+        }
+      });
+    }
+  });
+  return outs;
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
   m.impl("spectral_norm_power_iteration_", TORCH_BOX(&power_iteration_cpu));
+  m.impl("spectral_norm_normalize", TORCH_BOX(&normalize_cpu));
+  m.impl("_spectral_norm_normalize_backward", TORCH_BOX(&normalize_backward_cpu));
 }
 
 }  // namespace wgan_ext

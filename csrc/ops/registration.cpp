@@ -141,6 +141,14 @@ STABLE_TORCH_LIBRARY(wgan_ext, m) {
   // v <- normalize(W^T u) with F.normalize's eps, updating us[i] and vs[i] in place.
   m.def("spectral_norm_power_iteration_(Tensor[] weights, Tensor(a!)[] us, Tensor(b!)[] vs, int n_power_iterations, "
         "float eps) -> ()");
+  // Spectral norm, the normalized weights of all layers in one call: for every layer (weight viewed as the matrix
+  // W (h, w); u (h,), v (w,) held constant) sigma = u^T W v and W / sigma (csrc/ops/spectral_norm_math.h). Returns
+  // the normalized matrices (contiguous, the weights' dtypes) and `saved`, float64: the L sigmas, then each layer's
+  // u and v as this call used them (its backward needs them; the next forward may update u, v in place first).
+  m.def("spectral_norm_normalize(Tensor[] weights, Tensor[] us, Tensor[] vs) -> (Tensor[], Tensor)");
+  // The gradient of spectral_norm_normalize w.r.t. the weights given the normalized matrices' gradients (u, v
+  // constant, as torch's spectral_norm): dW = G / sigma - <G, W> / sigma^2 u v^T, all layers in one call.
+  m.def("_spectral_norm_normalize_backward(Tensor[] grads, Tensor[] weights, Tensor saved) -> Tensor[]");
   // One step of torch.optim.RMSprop (centered=False, maximize=False) on every parameter, in place, then the clamp of
   // each parameter to [-clip_value, clip_value] (None: no clamp), in one pass. momentum_buffers: one per parameter
   // when momentum > 0, else []. Float16/bfloat16 computed in float32.

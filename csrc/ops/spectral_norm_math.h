@@ -24,5 +24,32 @@ WGAN_HOST_DEVICE WGAN_INLINE acc_t inv_norm(acc_t sum_of_squares, acc_t eps) {
   return acc_t(1) / (norm > eps ? norm : eps);
 }
 
+// The normalized weight W / sigma, sigma = u^T W v (u, v held constant), as torch's parametrization computes it:
+// sigma accumulated in acc_t (float for float16/bfloat16/float32, double for float64) and, as torch's vdot returns
+// it, rounded to the weight's dtype; each element divided by it in acc_t and rounded back.
+template <typename scalar_t, typename acc_t>
+WGAN_HOST_DEVICE WGAN_INLINE acc_t rounded_sigma(acc_t sigma) {
+  return static_cast<acc_t>(static_cast<scalar_t>(sigma));
+}
+
+template <typename scalar_t, typename acc_t>
+WGAN_HOST_DEVICE WGAN_INLINE scalar_t normalize_element(scalar_t w, acc_t sigma) {
+  return static_cast<scalar_t>(static_cast<acc_t>(w) / sigma);
+}
+
+// The backward with u, v held constant, as autograd differentiates W / sigma and sigma = vdot(u, mv(W, v)):
+//   dW[r, c] = G[r, c] / sigma + grad_sigma * u[r] * v[c],   grad_sigma = -<G, W> / sigma^2,
+// i.e. (G - <G, W / sigma> u v^T) / sigma. grad_sigma_of takes <G, W> accumulated in acc_t.
+template <typename acc_t>
+WGAN_HOST_DEVICE WGAN_INLINE acc_t grad_sigma_of(acc_t g_dot_w, acc_t sigma) {
+  return -(g_dot_w / (sigma * sigma));
+}
+
+template <typename scalar_t, typename acc_t>
+WGAN_HOST_DEVICE WGAN_INLINE scalar_t backward_element(scalar_t g, acc_t sigma, acc_t grad_sigma, acc_t u_r,
+                                                       acc_t v_c) {
+  return static_cast<scalar_t>(static_cast<acc_t>(g) / sigma + grad_sigma * u_r * v_c);
+}
+
 }  // namespace sn_math
 }  // namespace wgan_ext
