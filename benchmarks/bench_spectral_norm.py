@@ -1,15 +1,17 @@
-"""Benchmark of spectral normalization: its overhead per training forward of a critic, torch's parametrization vs
-wgan_ext.apply_spectral_norm (one batched power iteration for all layers).
+"""Benchmark of spectral normalization: its overhead per training forward (and forward + backward) of a critic,
+torch's parametrization vs wgan_ext.apply_spectral_norm (one batched power iteration and one batched normalize,
+sigma and W / sigma, for all layers; one batched backward).
 
-Overhead = (training-mode forward with SN) - (forward of the same critic without SN), per forward; and "SN weights
-only": computing every layer's normalized weight (power iteration, sigma, division) without the layers' own work.
+Overhead = (training-mode forward with SN) - (forward of the same critic without SN), per forward; the same for a
+forward + backward (the critic's mean output, gradients of its parameters); and "SN weights only": computing every
+layer's normalized weight (power iteration, sigma, division) without the layers' own work.
 On the CPU the overhead also holds the convolutions' extra cost on a freshly computed weight, the same for both.
 Critics:
   toy-mlp   2 -> 512 -> 512 -> 512 -> 1 (ReLU), batch 256
   dcgan64   the DCGAN 64x64 critic without BatchNorm, ndf 64, batch 64 (CPU: batch 8)
 Variants (timed in alternating rounds): plain (no SN), torch (torch.nn.utils.parametrizations.spectral_norm on every
 layer), wgan_ext (apply_spectral_norm). Also reported: operator calls (CPU) or kernel launches (CUDA) per forward
-from torch.profiler.
+and per backward, from torch.profiler.
 
 A second table times the power iteration alone (one iteration over every layer's weight matrix: torch's per-layer
 mv + normalize twice, as its parametrization runs it, against wgan_ext's one op call) on the layers of both critics
@@ -74,6 +76,21 @@ def events_per_forward(model, x, device) -> int:
     """Kernel launches (CUDA) or top-level operator calls (CPU) of one training forward, from torch.profiler."""
     with torch.no_grad():
         return common.events_per_call(lambda: model(x), device)
+
+
+def events_per_backward(model, x, device) -> int:
+    """The same for the backward of one training forward's mean output."""
+    loss = model(x).mean()
+    return common.events_per_call(lambda: loss.backward(), device)
+
+
+def train_step(model, x):
+    """Forward and backward of the critic's mean output (gradients dropped each time, as zero_grad does)."""
+    def run():
+        for p in model.parameters():
+            p.grad = None
+        model(x).mean().backward()
+    return run
 
 
 def matrices(model: nn.Module) -> list[tuple[int, int]]:
@@ -142,8 +159,11 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
             timings = common.time_interleaved(fns, device, (0.3 if quick else 3.0) * len(fns))
             sn_only = common.time_interleaved({n: weights_only(m) for n, m in models.items() if n != "plain"},
                                               device, (0.2 if quick else 2.0) * (len(models) - 1))
+        steps = common.time_interleaved({n: train_step(m, x) for n, m in models.items()}, device,
+                                        (0.3 if quick else 3.0) * len(models))
         plain_us = timings["plain"]["median_us"]
         overhead = {n: t["median_us"] - plain_us for n, t in timings.items()}
+        step_overhead = {n: t["median_us"] - steps["plain"]["median_us"] for n, t in steps.items()}
         for name, t in timings.items():
             sn_us = sn_only[name]["median_us"] if name in sn_only else None
             rows.append({"case": case, "variant": name, "batch": shape[0], "forward_us": t["median_us"],
@@ -153,7 +173,12 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
                          "sn_weights_us": sn_us,
                          "sn_weights_vs_torch": (sn_only["torch"]["median_us"] / sn_us
                                                  if name == "wgan_ext" else None),
-                         "events": events_per_forward(models[name], x, device)})
+                         "step_us": steps[name]["median_us"],
+                         "step_overhead_us": step_overhead[name] if name != "plain" else None,
+                         "step_overhead_vs_torch": (step_overhead["torch"] / step_overhead[name]
+                                                    if name == "wgan_ext" and step_overhead[name] > 0 else None),
+                         "events": events_per_forward(models[name], x, device),
+                         "events_backward": events_per_backward(models[name], x, device)})
         if not fused:
             rows.append({"case": case, "variant": "wgan_ext (no compiled kernel for this device)"})
     ev = "kernel launches" if device == "cuda" else "operator calls"
@@ -161,7 +186,9 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
                ("forward_us", "forward µs", ".1f"), ("iqr_us", "IQR µs", ".1f"),
                ("sn_overhead_us", "SN overhead µs", ".1f"), ("overhead_vs_torch", "torch overhead / ours", ".2f"),
                ("sn_weights_us", "SN weights only µs", ".1f"), ("sn_weights_vs_torch", "torch / ours", ".2f"),
-               ("events", f"{ev} per forward", "d")]
+               ("step_us", "fwd+bwd µs", ".1f"), ("step_overhead_us", "SN overhead fwd+bwd µs", ".1f"),
+               ("step_overhead_vs_torch", "torch / ours (fwd+bwd)", ".2f"),
+               ("events", f"{ev} per forward", "d"), ("events_backward", "per backward", "d")]
     table = common.markdown_table(rows, columns)
     pi_rows = power_iteration_rows(device, quick, fused)
     table += "\n\nPower iteration alone (one iteration, every layer):\n\n" + common.markdown_table(pi_rows, [
@@ -170,6 +197,7 @@ def run_device(device: str, quick: bool, out_dir: Path) -> Path:
         ("gb_per_s", "GB/s (W read twice)", ".1f"), ("of_copy_bw", "of copy BW", ".0%")])
     rows += pi_rows
     settings = {"quick": quick, "overhead": "training-mode forward with SN minus plain forward, medians",
+                "step_overhead": "forward + backward of the mean output with SN minus without, medians",
                 "events": ev, "power_iteration": "one iteration over all layers; GB/s counts each weight read twice; "
                                                  "of copy BW = that / dst.copy_(src) GB/s on the same bytes (CUDA)"}
     _, md_path = common.write_results("spectral_norm", device, common.environment(device), settings, rows, table,

@@ -87,6 +87,54 @@ void dispatch_floating(ScalarType dtype, const char* op, const F& f) {
   }
 }
 
+namespace detail {
+// The shim's codes of the dtypes and device types used here, read once (they are functions of the shim).
+struct ShimCodes {
+  int32_t f32 = aoti_torch_dtype_float32(), f64 = aoti_torch_dtype_float64(), f16 = aoti_torch_dtype_float16(),
+          bf16 = aoti_torch_dtype_bfloat16(), cpu = aoti_torch_device_type_cpu(),
+          cuda = aoti_torch_device_type_cuda();
+};
+inline const ShimCodes& shim_codes() {
+  static const ShimCodes codes;
+  return codes;
+}
+}  // namespace detail
+
+// t.scalar_type() in one shim call: Tensor::scalar_type() converts the shim's code by calling the shim's dtype
+// functions one by one (seven calls for float32), which the per-tensor host work of a 500-tensor call notices.
+inline ScalarType dtype_of(const Tensor& t) {
+  int32_t code = 0;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_dtype(t.get(), &code));
+  const detail::ShimCodes& c = detail::shim_codes();
+  if (code == c.f32) return ScalarType::Float;
+  if (code == c.f64) return ScalarType::Double;
+  if (code == c.f16) return ScalarType::Half;
+  if (code == c.bf16) return ScalarType::BFloat16;
+  return t.scalar_type();
+}
+
+// A tensor's device as the shim's (type code, index), for cheap comparisons.
+struct DeviceKey {
+  int32_t type = 0;
+  int32_t index = 0;
+  bool operator==(const DeviceKey& o) const { return type == o.type && index == o.index; }
+  bool operator!=(const DeviceKey& o) const { return !(*this == o); }
+};
+
+inline DeviceKey device_key(const Tensor& t) {
+  DeviceKey k;
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_type(t.get(), &k.type));
+  TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_index(t.get(), &k.index));
+  return k;
+}
+
+inline bool is_device_type(const DeviceKey& k, DeviceType type) {
+  const detail::ShimCodes& c = detail::shim_codes();
+  return type == DeviceType::CPU ? k.type == c.cpu : type == DeviceType::CUDA ? k.type == c.cuda : false;
+}
+
+inline bool same_device(const Tensor& a, const Tensor& b) { return device_key(a) == device_key(b); }
+
 inline bool is_floating(ScalarType t) { return t == kFloat || t == kDouble || t == kHalf || t == kBFloat16; }
 
 inline const char* dtype_name(ScalarType t) { return torch::headeronly::toString(t); }
@@ -109,9 +157,10 @@ inline std::string strides_of(const Tensor& t) {
 }
 
 inline bool same_shape(const Tensor& a, const Tensor& b) {
-  if (a.dim() != b.dim()) return false;
-  for (int64_t d = 0; d < a.dim(); ++d) {
-    if (a.size(d) != b.size(d)) return false;
+  const auto sa = a.sizes(), sb = b.sizes();  // two shim calls each, not one per dimension
+  if (sa.size() != sb.size()) return false;
+  for (size_t d = 0; d < sa.size(); ++d) {
+    if (sa[d] != sb[d]) return false;
   }
   return true;
 }
@@ -138,20 +187,21 @@ inline bool is_strided(const Tensor& t) { return t.layout() == torch::headeronly
 // of the dimensions (c10's rule: sort the dimensions by stride, size-1 dimensions ignored, and require each stride
 // to be the product of the sizes below it).
 inline bool is_non_overlapping_and_dense(const Tensor& t) {
-  const int64_t dim = t.dim();
-  std::vector<int64_t> order;
-  for (int64_t d = 0; d < dim; ++d) {
-    if (t.size(d) == 0) return true;  // no elements
-    if (t.size(d) != 1) order.push_back(d);
+  if (t.is_contiguous()) return true;  // the common case, one shim call
+  const auto sizes = t.sizes(), strides = t.strides();
+  std::vector<size_t> order;
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 0) return true;  // no elements
+    if (sizes[d] != 1) order.push_back(d);
   }
   // insertion sort by stride (a tensor has few dimensions)
   for (size_t i = 1; i < order.size(); ++i) {
-    for (size_t j = i; j > 0 && t.stride(order[j]) < t.stride(order[j - 1]); --j) std::swap(order[j], order[j - 1]);
+    for (size_t j = i; j > 0 && strides[order[j]] < strides[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
   }
   int64_t expected = 1;
-  for (const int64_t d : order) {
-    if (t.stride(d) != expected) return false;
-    expected *= t.size(d);
+  for (const size_t d : order) {
+    if (strides[d] != expected) return false;
+    expected *= sizes[d];
   }
   return true;
 }
@@ -160,8 +210,9 @@ inline bool is_non_overlapping_and_dense(const Tensor& t) {
 // dimension longer than 1, as an expanded view has).
 inline bool has_internal_overlap(const Tensor& t) {
   if (is_non_overlapping_and_dense(t)) return false;  // empty tensors included
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (t.size(d) > 1 && t.stride(d) == 0) return true;
+  const auto sizes = t.sizes(), strides = t.strides();
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] > 1 && strides[d] == 0) return true;
   }
   return false;
 }

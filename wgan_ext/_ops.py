@@ -105,13 +105,45 @@ def use_fused(op: str, device_type: str, impl: str | None) -> bool:
     return False
 
 
+def _written(op) -> list[int]:
+    """The positions of the arguments an op's schema marks as written (Tensor(a!) / Tensor(a!)[])."""
+    return [i for i, arg in enumerate(op._schema.arguments) if arg.alias_info is not None and arg.alias_info.is_write]
+
+
+_INPLACE: dict = {}
+
+
+def inplace(name: str):
+    """The compiled in-place op `name` as the Python layer calls it: below the ADInplaceOrView key (whose Python
+    kernel, registered below for direct torch.ops calls, costs microseconds per call and per tensor), then the
+    version counters of the written arguments bumped here, as that kernel would. Under torch.compile, the plain op."""
+    fn = _INPLACE.get(name)
+    if fn is None:
+        op = getattr(torch.ops.wgan_ext, name).default
+        written = _written(op)
+        below = torch._C._AutoDispatchBelowADInplaceOrView
+        increment = torch._C._increment_version
+
+        def fn(*args):
+            if torch.compiler.is_compiling():
+                return op(*args)
+            with below():
+                out = op(*args)
+            for i in written:
+                increment(args[i])  # a list of tensors
+            return out
+
+        _INPLACE[name] = fn
+    return fn
+
+
 def _bump_written_versions(lib: torch.library.Library, name: str) -> None:
     """ADInplaceOrView kernel of the in-place op `name`: run the op below this key, then bump the version counter of
     every tensor its schema marks as written (Tensor(a!) / Tensor(a!)[]), as ATen's in-place ops do, so autograd
     notices when a tensor it saved for backward was updated in place instead of computing a wrong gradient. (Written
     here because the stable ABI the kernels are built on offers no boxed kernel over c10 types.)"""
     op = getattr(torch.ops.wgan_ext, name).default
-    written = [i for i, arg in enumerate(op._schema.arguments) if arg.alias_info is not None and arg.alias_info.is_write]
+    written = _written(op)
     below = torch._C._after_ADInplaceOrView_keyset
 
     def kernel(keyset, *args):

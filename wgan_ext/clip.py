@@ -115,7 +115,7 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
         with torch.no_grad():
             if _ops.use_fused(op, device.type, impl):
                 try:
-                    return getattr(torch.ops.wgan_ext, op)(tensors, lo, hi)
+                    return _ops.inplace(op)(tensors, lo, hi)
                 except (TypeError, ValueError, RuntimeError, NotImplementedError):
                     _check_tensors(tensors)
                     raise
@@ -132,7 +132,7 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
     with torch.no_grad():
         for dev, index in groups.items():
             group = [tensors[i] for i in index]
-            fn = getattr(torch.ops.wgan_ext, op) if _ops.use_fused(op, dev.type, impl) else getattr(_reference, op)
+            fn = _ops.inplace(op) if _ops.use_fused(op, dev.type, impl) else getattr(_reference, op)
             part = fn(group, lo, hi)
             if return_counts:
                 counts[torch.tensor(index, device=first)] = part.to(first)

@@ -182,7 +182,7 @@ class _ClippedOptimizer(torch.optim.Optimizer):
                     odd.append((step, [[p], [grad]] + [[t] for t in tensors]))
             for (device, _, step), lists in buckets.items():
                 fused = _ops.use_fused(self._op, device.type, self.impl)
-                fn = getattr(torch.ops.wgan_ext, self._op) if fused else getattr(_reference, self._op)
+                fn = _ops.inplace(self._op) if fused else getattr(_reference, self._op)
                 self._call(fn, group, step, lists)
             for step, lists in odd:
                 self._call(getattr(_reference, self._op), group, step, lists)

@@ -33,7 +33,7 @@ def power_iteration_(weights: list[torch.Tensor], us: list[torch.Tensor], vs: li
         return
     with torch.no_grad():
         if _ops.use_fused("spectral_norm_power_iteration_", weights[0].device.type, impl):
-            torch.ops.wgan_ext.spectral_norm_power_iteration_(weights, us, vs, n_power_iterations, eps)
+            _ops.inplace("spectral_norm_power_iteration_")(weights, us, vs, n_power_iterations, eps)
         else:
             _reference.spectral_norm_power_iteration_(weights, us, vs, n_power_iterations, eps)
 

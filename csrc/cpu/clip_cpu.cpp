@@ -69,18 +69,18 @@ void clip_cpu_impl(const Tensors& tensors, double min, double max, int64_t* coun
 
   std::vector<Chunk> chunks;
   int64_t total = 0;
-  for (size_t i = 0; i < dense.views.size(); ++i) {
-    const Tensor& t = dense.views[i];
-    const int64_t n = t.numel();
+  for (size_t i = 0; i < dense.flat.size(); ++i) {
+    const DenseViews::Flat& t = dense.flat[i];
+    const int64_t n = t.numel;
     total += n;
-    char* base = static_cast<char*>(t.data_ptr());
-    const int64_t item = static_cast<int64_t>(t.element_size());
+    char* base = static_cast<char*>(t.data);
+    const int64_t item = (t.dtype == kDouble) ? 8 : (t.dtype == kFloat ? 4 : 2);
     for (int64_t start = 0; start < n; start += kChunk) {
-      chunks.push_back({base + start * item, std::min(kChunk, n - start), static_cast<int32_t>(i), t.scalar_type()});
+      chunks.push_back({base + start * item, std::min(kChunk, n - start), static_cast<int32_t>(i), t.dtype});
     }
   }
 
-  const ClampSet clamps(tensors, min, max);
+  const ClampSet clamps(dense, min, max);
   std::vector<int64_t> chunk_counts(kCount ? chunks.size() : 0, 0);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const int64_t grain = total < kSerialBelow ? std::max<int64_t>(nchunks, 1) : 1;

@@ -39,7 +39,7 @@ void make_chunks(const std::array<const Tensors*, 4>& lists, std::vector<Slot>* 
   *total = 0;
   slots->reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    Slot slot{{nullptr, nullptr, nullptr, nullptr}, params[i].scalar_type()};
+    Slot slot{{nullptr, nullptr, nullptr, nullptr}, dtype_of(params[i])};
     for (size_t d = 0; d < lists.size(); ++d) {
       if (lists[d] != nullptr) slot.data[d] = (*lists[d])[i].data_ptr();
     }

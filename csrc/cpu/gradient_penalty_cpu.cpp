@@ -42,7 +42,7 @@ Tensor interpolate_cpu(Tensor real, Tensor fake, Tensor alpha) {
   const int64_t N = r.size(0);
   const int64_t D = N == 0 ? 0 : r.numel() / N;
   if (r.numel() == 0) return out;
-  dispatch_floating(r.scalar_type(), "wgan_ext::interpolate", [&](auto tag) {
+  dispatch_floating(dtype_of(r), "wgan_ext::interpolate", [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = acc_t_of<scalar_t>;
     const scalar_t* rp = r.const_data_ptr<scalar_t>();
@@ -68,10 +68,10 @@ std::tuple<Tensor, Tensor> gradient_norm_penalty_cpu(Tensor grad, double target,
   const Tensor g = as_contiguous(grad);
   const int64_t N = g.size(0);
   const int64_t D = g.numel() / N;
-  const ScalarType acc_dtype = penalty_acc_dtype(g.scalar_type());
+  const ScalarType acc_dtype = penalty_acc_dtype(dtype_of(g));
   Tensor norms = new_empty(g, {N}, acc_dtype);
   Tensor penalty = new_empty(g, {}, acc_dtype);
-  dispatch_floating(g.scalar_type(), "wgan_ext::gradient_norm_penalty", [&](auto tag) {
+  dispatch_floating(dtype_of(g), "wgan_ext::gradient_norm_penalty", [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = acc_t_of<scalar_t>;
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
@@ -98,7 +98,7 @@ Tensor gradient_norm_penalty_backward_cpu(Tensor grad_penalty, Tensor grad_norms
   Tensor out = empty_contiguous_like(g);
   if (g.numel() == 0) return out;
   const Tensor n_c = as_contiguous(norms), gn_c = as_contiguous(grad_norms);
-  dispatch_floating(g.scalar_type(), "wgan_ext::_gradient_norm_penalty_backward", [&](auto tag) {
+  dispatch_floating(dtype_of(g), "wgan_ext::_gradient_norm_penalty_backward", [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = acc_t_of<scalar_t>;
     const scalar_t* gp = g.const_data_ptr<scalar_t>();

@@ -156,7 +156,7 @@ void power_iteration_cpu(Tensors weights, Tensors us, Tensors vs, int64_t n_iter
     const Tensor W = as_contiguous(weights[i]);
     Tensor u = as_contiguous(us[i]);
     Tensor v = as_contiguous(vs[i]);
-    dispatch_floating(W.scalar_type(), "wgan_ext::spectral_norm_power_iteration_", [&](auto tag) {
+    dispatch_floating(dtype_of(W), "wgan_ext::spectral_norm_power_iteration_", [&](auto tag) {
       power_iteration_layer<decltype(tag)>(W, u, v, n_iterations, eps);
     });
     if (!us[i].is_contiguous()) torch::stable::copy_(us[i], u);
@@ -209,7 +209,7 @@ std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors v
   int64_t rows_total = 0, uv_total = 0;
   for (size_t l = 0; l < L; ++l) {
     const Tensor W = as_contiguous(weights[l]);
-    layers.push_back({W, W.size(0), W.size(1), W.scalar_type(), rows_total});
+    layers.push_back({W, W.size(0), W.size(1), dtype_of(W), rows_total});
     rows_total += W.size(0);
     uv_total += W.size(0) + W.size(1);
   }
@@ -321,7 +321,7 @@ Tensors normalize_backward_cpu(Tensors grads, Tensors weights, Tensor saved) {
   Tensors gs;
   for (size_t l = 0; l < L; ++l) {
     const Tensor W = as_contiguous(weights[l]);
-    layers.push_back({W, W.size(0), W.size(1), W.scalar_type(), 0});
+    layers.push_back({W, W.size(0), W.size(1), dtype_of(W), 0});
     gs.push_back(as_contiguous(grads[l]));
   }
   const Tensor sv_t = as_contiguous(saved);

@@ -95,7 +95,7 @@ void clip_cuda_impl(const Tensors& tensors, double min, double max, Tensor* coun
   const DeviceGuard guard(tensors[0].get_device_index());
   const cudaStream_t stream = current_stream(tensors[0]);
   const DenseViews dense(tensors);
-  const ClampSet clamps(tensors, min, max);
+  const ClampSet clamps(dense, min, max);
   if (kCount) {
     STD_CUDA_CHECK(cudaMemsetAsync(counts->data_ptr(), 0, sizeof(int64_t) * tensors.size(), stream));
   }
@@ -104,11 +104,9 @@ void clip_cuda_impl(const Tensors& tensors, double min, double max, Tensor* coun
   const std::array<ScalarType, 4> dtypes = {kFloat, kDouble, kHalf, kBFloat16};
   for (const ScalarType dtype : dtypes) {
     std::vector<mta::Item> items;
-    for (size_t i = 0; i < dense.views.size(); ++i) {
-      const Tensor& t = dense.views[i];
-      if (t.scalar_type() == dtype && t.numel() > 0) {
-        items.push_back({t.data_ptr(), t.numel(), static_cast<int32_t>(i)});
-      }
+    for (size_t i = 0; i < dense.flat.size(); ++i) {
+      const DenseViews::Flat& t = dense.flat[i];
+      if (t.dtype == dtype && t.numel > 0) items.push_back({t.data, t.numel, static_cast<int32_t>(i)});
     }
     if (items.empty()) continue;
     unsigned long long* out = kCount ? static_cast<unsigned long long*>(counts->data_ptr()) : nullptr;

@@ -99,7 +99,7 @@ std::vector<mta::ItemN<Depth>> items_of_dtype(ScalarType dtype, const std::array
   std::vector<mta::ItemN<Depth>> items;
   const Tensors& params = *lists[0];
   for (size_t i = 0; i < params.size(); ++i) {
-    if (params[i].scalar_type() != dtype || params[i].numel() == 0) continue;
+    if (dtype_of(params[i]) != dtype || params[i].numel() == 0) continue;
     mta::ItemN<Depth> item{};
     for (int d = 0; d < Depth; ++d) item.data[d] = (*lists[d])[i].data_ptr();
     item.numel = params[i].numel();

@@ -99,7 +99,7 @@ Tensor interpolate_cuda(Tensor real, Tensor fake, Tensor alpha) {
   if (total == 0) return out;
   const int64_t D = total / r.size(0);
   const cudaStream_t stream = current_stream(r);
-  dispatch_floating(r.scalar_type(), "wgan_ext::interpolate", [&](auto tag) {
+  dispatch_floating(dtype_of(r), "wgan_ext::interpolate", [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = acc_t_of<scalar_t>;
     interpolate_kernel<scalar_t, acc_t><<<elementwise_blocks(total), kThreads, 0, stream>>>(
@@ -118,12 +118,12 @@ std::tuple<Tensor, Tensor> gradient_norm_penalty_cuda(Tensor grad, double target
   const int64_t N = g.size(0);
   const int64_t D = g.numel() / N;
   WGAN_CHECK(N <= 2147483647LL, "wgan_ext::gradient_norm_penalty: batch too large for one launch: ", N);
-  const ScalarType acc_dtype = penalty_acc_dtype(g.scalar_type());
+  const ScalarType acc_dtype = penalty_acc_dtype(dtype_of(g));
   Tensor norms = new_empty(g, {N}, acc_dtype);
   Tensor terms = new_empty(g, {N}, acc_dtype);
   Tensor penalty = new_empty(g, {}, acc_dtype);
   const cudaStream_t stream = current_stream(g);
-  dispatch_floating(g.scalar_type(), "wgan_ext::gradient_norm_penalty", [&](auto tag) {
+  dispatch_floating(dtype_of(g), "wgan_ext::gradient_norm_penalty", [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = acc_t_of<scalar_t>;
     sample_norms_kernel<scalar_t, acc_t><<<static_cast<unsigned>(N), kThreads, 0, stream>>>(
@@ -150,7 +150,7 @@ Tensor gradient_norm_penalty_backward_cuda(Tensor grad_penalty, Tensor grad_norm
   const int64_t D = total / N;
   const Tensor n_c = as_contiguous(norms), gn_c = as_contiguous(grad_norms), gp_c = as_contiguous(grad_penalty);
   const cudaStream_t stream = current_stream(g);
-  dispatch_floating(g.scalar_type(), "wgan_ext::_gradient_norm_penalty_backward", [&](auto tag) {
+  dispatch_floating(dtype_of(g), "wgan_ext::_gradient_norm_penalty_backward", [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = acc_t_of<scalar_t>;
     penalty_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(total), kThreads, 0, stream>>>(

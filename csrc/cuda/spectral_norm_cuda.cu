@@ -100,7 +100,7 @@ void power_iteration_cuda(Tensors weights, Tensors us, Tensors vs, int64_t n_ite
   for (const ScalarType dtype : {kFloat, kDouble, kHalf, kBFloat16}) {
     std::vector<size_t> group;
     for (size_t i = 0; i < W.size(); ++i) {
-      if (W[i].scalar_type() == dtype && W[i].numel() > 0) group.push_back(i);
+      if (dtype_of(W[i]) == dtype && W[i].numel() > 0) group.push_back(i);
     }
     for (size_t start = 0; start < group.size(); start += kMaxLayers) {
       const size_t count = std::min<size_t>(kMaxLayers, group.size() - start);

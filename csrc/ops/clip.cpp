@@ -12,42 +12,43 @@ void check_clip_args(const Tensors& tensors, double min, double max, DeviceType 
              ", max=", max);
   WGAN_CHECK(min <= max, "wgan_ext::clip_: min must be <= max, got min=", min, ", max=", max);
   if (tensors.empty()) return;
-  const torch::stable::Device device = tensors[0].device();
-  WGAN_CHECK(device.type() == expected_device, "wgan_ext::clip_: expected tensors on ",
+  const DeviceKey device = device_key(tensors[0]);
+  WGAN_CHECK(is_device_type(device, expected_device), "wgan_ext::clip_: expected tensors on ",
              device_type_name(expected_device), ", got ", device_of(tensors[0]));
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
     WGAN_CHECK(t.defined(), "wgan_ext::clip_: tensor ", i, " is undefined");
-    WGAN_CHECK(t.device() == device, "wgan_ext::clip_: all tensors must be on one device; tensor 0 is on ",
+    WGAN_CHECK(device_key(t) == device, "wgan_ext::clip_: all tensors must be on one device; tensor 0 is on ",
                device_of(tensors[0]), " but tensor ", i, " is on ", device_of(t));
     WGAN_CHECK(is_strided(t), "wgan_ext::clip_: tensor ", i, " is not a dense (strided) tensor; only dense tensors "
                "are supported");
-    WGAN_CHECK(is_supported_clip_dtype(t.scalar_type()), "wgan_ext::clip_: tensor ", i, " has dtype ",
-               dtype_name(t.scalar_type()), "; supported: float32, float64, float16, bfloat16");
+    WGAN_CHECK(is_supported_clip_dtype(dtype_of(t)), "wgan_ext::clip_: tensor ", i, " has dtype ",
+               dtype_name(dtype_of(t)), "; supported: float32, float64, float16, bfloat16");
     WGAN_CHECK(!has_internal_overlap(t), "wgan_ext::clip_: tensor ", i,
                " has elements that share memory (an expanded view?); clamp a tensor that owns its elements");
   }
 }
 
 DenseViews::DenseViews(const Tensors& tensors) {
-  views.reserve(tensors.size());
+  flat.reserve(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
+    const ScalarType dtype = dtype_of(t);
     if (is_non_overlapping_and_dense(t)) {
-      views.push_back(t);
+      flat.push_back({t.data_ptr(), t.numel(), dtype});
     } else {
-      views.push_back(torch::stable::contiguous(t));
-      copied.push_back(i);
+      copies.emplace_back(i, torch::stable::contiguous(t));
+      flat.push_back({copies.back().second.data_ptr(), t.numel(), dtype});
     }
   }
 }
 
 void DenseViews::write_back(const Tensors& tensors) const {
-  for (size_t i : copied) {
+  for (const auto& [i, copy] : copies) {
     // The input tensor's storage is written through its own strides; autograd is not involved (the op is called
     // under no_grad by the Python layer, and its kernels run below the autograd key).
     Tensor target = tensors[i];
-    torch::stable::copy_(target, views[i]);
+    torch::stable::copy_(target, copy);
   }
 }
 
@@ -72,10 +73,10 @@ T bound_to(double bound, const char* dtype) {
 
 }  // namespace
 
-ClampSet::ClampSet(const Tensors& tensors, double min, double max) {
+ClampSet::ClampSet(const DenseViews& dense, double min, double max) {
   bool present[4] = {false, false, false, false};
-  for (const Tensor& t : tensors) {
-    const ScalarType s = t.scalar_type();
+  for (const DenseViews::Flat& f : dense.flat) {
+    const ScalarType s = f.dtype;
     present[0] |= s == kFloat;
     present[1] |= s == kDouble;
     present[2] |= s == kHalf;

@@ -2,6 +2,7 @@
 // dense views that the kernels walk as flat arrays, and the bounds in each dtype.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "../stable.h"
@@ -16,12 +17,18 @@ void check_clip_args(const Tensors& tensors, double min, double max, DeviceType 
 // A flat, dense view of every tensor. A tensor that is non-overlapping and dense (any memory order) is its own view:
 // its elements are exactly [data_ptr, data_ptr + numel). Any other tensor (a strided slice, say) is copied to a
 // contiguous buffer, clamped there, and written back.
+// The kernels see only `flat` (pointers, sizes and dtypes read once, so the per-tensor host work stays small).
 struct DenseViews {
   explicit DenseViews(const Tensors& tensors);
   void write_back(const Tensors& tensors) const;
 
-  Tensors views;                // same order as the input
-  std::vector<size_t> copied;   // indices whose view is a copy
+  struct Flat {
+    void* data;
+    int64_t numel;
+    ScalarType dtype;
+  };
+  std::vector<Flat> flat;                          // same order as the input
+  std::vector<std::pair<size_t, Tensor>> copies;   // (index, contiguous copy) of the tensors that are not dense
 };
 
 // The four dtypes the op accepts.
@@ -31,7 +38,7 @@ bool is_supported_clip_dtype(ScalarType t);
 // bounds (double -> float -> float16/bfloat16); a bound outside a present dtype's range is an error, as it is for
 // torch.clamp. float16 and bfloat16 are clamped on their bit patterns (stored as uint16_t).
 struct ClampSet {
-  ClampSet(const Tensors& tensors, double min, double max);
+  ClampSet(const DenseViews& dense, double min, double max);
 
   clip_math::ValueClamp<float> f32{};
   clip_math::ValueClamp<double> f64{};

@@ -13,6 +13,7 @@ namespace {
 // gradients may differ from the parameter there: AccumulateGrad's layout contract ignores those dimensions).
 bool same_dense_layout(const Tensor& a, const Tensor& b) {
   if (a.numel() <= 1) return true;
+  if (a.is_contiguous() && b.is_contiguous()) return true;  // the same shape was checked before
   if (!is_non_overlapping_and_dense(a) || !is_non_overlapping_and_dense(b)) return false;
   for (int64_t d = 0; d < a.dim(); ++d) {
     if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
@@ -22,12 +23,12 @@ bool same_dense_layout(const Tensor& a, const Tensor& b) {
 
 void check_companion(const char* op, const Tensor& p, const Tensor& t, size_t i, const char* name) {
   WGAN_CHECK(t.defined(), op, ": ", name, " ", i, " is undefined");
-  WGAN_CHECK(t.device() == p.device(), op, ": ", name, " ", i, " is on ", device_of(t),
+  WGAN_CHECK(same_device(t, p), op, ": ", name, " ", i, " is on ", device_of(t),
                     " but its parameter is on ", device_of(p));
   WGAN_CHECK(is_strided(t), op, ": ", name, " ", i, " is not a dense (strided) tensor; only dense tensors "
                     "are supported (sparse gradients are not)");
-  WGAN_CHECK(t.scalar_type() == p.scalar_type(), op, ": ", name, " ", i, " has dtype ", dtype_name(t.scalar_type()),
-                   " but its parameter has dtype ", dtype_name(p.scalar_type()));
+  WGAN_CHECK(dtype_of(t) == dtype_of(p), op, ": ", name, " ", i, " has dtype ", dtype_name(dtype_of(t)),
+                   " but its parameter has dtype ", dtype_name(dtype_of(p)));
   WGAN_CHECK(same_shape(t, p), op, ": ", name, " ", i, " has shape ", shape_of(t),
                     " but its parameter has shape ", shape_of(p));
   WGAN_CHECK(same_dense_layout(p, t), op, ": ",
@@ -55,18 +56,18 @@ void check_optim_tensors(const char* op, const Tensors& params, const Tensors& g
   WGAN_CHECK(!with_state2 || state2.size() == n, op, ": expected one ", state2_name, " per parameter, got ",
                     n, " params and ", state2.size(), " ", state2_name);
   if (n == 0) return;
-  const torch::stable::Device device = params[0].device();
-  WGAN_CHECK(device.type() == expected_device, op, ": expected tensors on ",
+  const DeviceKey device = device_key(params[0]);
+  WGAN_CHECK(is_device_type(device, expected_device), op, ": expected tensors on ",
                     device_type_name(expected_device), ", got ", device_of(params[0]));
   for (size_t i = 0; i < n; ++i) {
     const Tensor& p = params[i];
     WGAN_CHECK(p.defined(), op, ": parameter ", i, " is undefined");
-    WGAN_CHECK(p.device() == device, op, ": all tensors must be on one device; parameter 0 is on ",
+    WGAN_CHECK(device_key(p) == device, op, ": all tensors must be on one device; parameter 0 is on ",
                       device_of(params[0]), " but parameter ", i, " is on ", device_of(p));
     WGAN_CHECK(is_strided(p), op, ": parameter ", i, " is not a dense (strided) tensor; only dense tensors are "
                       "supported");
-    WGAN_CHECK(is_supported_optim_dtype(p.scalar_type()), op, ": parameter ", i, " has dtype ",
-                     dtype_name(p.scalar_type()), "; supported: float32, float64, float16, bfloat16");
+    WGAN_CHECK(is_supported_optim_dtype(dtype_of(p)), op, ": parameter ", i, " has dtype ",
+                     dtype_name(dtype_of(p)), "; supported: float32, float64, float16, bfloat16");
     WGAN_CHECK(p.numel() <= 1 || is_non_overlapping_and_dense(p), op, ": parameter ", i,
                       " is not dense (a strided slice or an expanded view); the optimizers send such parameters to "
                       "the pure-torch reference");

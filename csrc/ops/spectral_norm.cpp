@@ -14,10 +14,10 @@ void check_layers(const char* op, const Tensors& weights, const Tensors& us, con
     WGAN_CHECK(W.dim() == 2 && u.dim() == 1 && v.dim() == 1 && u.size(0) == W.size(0) && v.size(0) == W.size(1),
                op, ": layer ", i, ": expected a matrix (h, w), u (h,) and v (w,), got ", shape_of(W), ", ",
                shape_of(u), ", ", shape_of(v));
-    const ScalarType t = W.scalar_type();
-    WGAN_CHECK(is_floating(t) && u.scalar_type() == t && v.scalar_type() == t, op, ": layer ", i,
+    const ScalarType t = dtype_of(W);
+    WGAN_CHECK(is_floating(t) && dtype_of(u) == t && dtype_of(v) == t, op, ": layer ", i,
                ": weight, u and v must share one floating dtype (float32, float64, float16, bfloat16), got ",
-               dtype_name(t), ", ", dtype_name(u.scalar_type()), ", ", dtype_name(v.scalar_type()));
+               dtype_name(t), ", ", dtype_name(dtype_of(u)), ", ", dtype_name(dtype_of(v)));
     WGAN_CHECK(W.device().type() == expected_device && u.device() == W.device() && v.device() == W.device() &&
                    W.device() == weights[0].device(),
                op, ": layer ", i, ": all tensors must be on one ", device_type_name(expected_device),
@@ -51,19 +51,19 @@ void check_normalize_backward_args(const Tensors& grads, const Tensors& weights,
              weights.size());
   for (size_t i = 0; i < weights.size(); ++i) {
     const Tensor &W = weights[i], &G = grads[i];
-    WGAN_CHECK(W.dim() == 2 && is_floating(W.scalar_type()) && W.device().type() == expected_device &&
+    WGAN_CHECK(W.dim() == 2 && is_floating(dtype_of(W)) && W.device().type() == expected_device &&
                    W.device() == weights[0].device(),
                op, ": layer ", i, ": expected a floating matrix on ", device_type_name(expected_device), ", got ",
-               shape_of(W), " ", dtype_name(W.scalar_type()), " on ", device_of(W));
-    WGAN_CHECK(same_shape(G, W) && G.scalar_type() == W.scalar_type() && G.device() == W.device(), op, ": layer ",
-               i, ": the gradient must match its weight (", shape_of(W), " ", dtype_name(W.scalar_type()), " on ",
-               device_of(W), "), got ", shape_of(G), " ", dtype_name(G.scalar_type()), " on ", device_of(G));
+               shape_of(W), " ", dtype_name(dtype_of(W)), " on ", device_of(W));
+    WGAN_CHECK(same_shape(G, W) && dtype_of(G) == dtype_of(W) && G.device() == W.device(), op, ": layer ",
+               i, ": the gradient must match its weight (", shape_of(W), " ", dtype_name(dtype_of(W)), " on ",
+               device_of(W), "), got ", shape_of(G), " ", dtype_name(dtype_of(G)), " on ", device_of(G));
   }
   const int64_t n = saved_size(weights);
-  WGAN_CHECK(saved.dim() == 1 && saved.size(0) == n && saved.scalar_type() == kDouble &&
+  WGAN_CHECK(saved.dim() == 1 && saved.size(0) == n && dtype_of(saved) == kDouble &&
                  (weights.empty() || saved.device() == weights[0].device()),
              op, ": `saved` must be the float64 (", n, ",) tensor that spectral_norm_normalize returned, got ",
-             shape_of(saved), " ", dtype_name(saved.scalar_type()), " on ", device_of(saved));
+             shape_of(saved), " ", dtype_name(dtype_of(saved)), " on ", device_of(saved));
 }
 
 }  // namespace wgan_ext

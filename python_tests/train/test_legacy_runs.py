@@ -40,11 +40,17 @@ def metrics(run):
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in f]
 
 
-def check_metrics(got, want):
+def exact_for(name):
+    # spectral norm's sigma and W / sigma come from one op since commit 8eedddb (torch's mv + vdot before): the same
+    # math, summed in another order, so those runs agree to rounding, not bit for bit
+    return EXACT and not name.startswith("sn")
+
+
+def check_metrics(got, want, exact=True):
     assert [m["iteration"] for m in got] == [m["iteration"] for m in want]
     for g, w in zip(got, want):
         assert g.keys() == w.keys()
-        if EXACT:
+        if exact:
             assert g == w
         else:
             assert g == pytest.approx(w, rel=1e-4, abs=1e-6)
@@ -54,7 +60,7 @@ def check_models(t, name):
     final = torch.load(os.path.join(DATA, COMMIT, f"{name}-final.pt"), weights_only=True)
     for label in ("generator", "critic"):
         got = getattr(t, label).state_dict()
-        if EXACT:
+        if exact_for(name):
             assert states_equal(got, final[label]), label
         else:
             assert got.keys() == final[label].keys()
@@ -72,7 +78,7 @@ def in_tmp(tmp_path, monkeypatch):
 def test_same_seeds_same_run(in_tmp, name):
     t = Trainer(legacy.config(name))
     t.train()
-    check_metrics(metrics("run"), expected(name))
+    check_metrics(metrics("run"), expected(name), exact_for(name))
     check_models(t, name)
 
 
@@ -86,6 +92,6 @@ def test_old_checkpoint_resumes_to_the_same_run(in_tmp, name):
         f.writelines(json.dumps(m) + "\n" for m in want[:3])
     t = Trainer(from_dict({**state["config"], "iters": 6}), resume_state=state)
     t.train()
-    check_metrics(metrics("run"), want)
+    check_metrics(metrics("run"), want, exact_for(name))
     check_models(t, name)
     shutil.rmtree("run")
