@@ -19,16 +19,13 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <map>
-#include <mutex>
 #include <tuple>
-#include <utility>
 #include <vector>
 
 #include "../ops/spectral_norm.h"
 #include "../ops/spectral_norm_math.h"
 #include "../ops/spectral_norm_plan.h"
+#include "cooperative_launch.cuh"
 #include "stable_cuda.cuh"
 
 namespace wgan_ext {
@@ -165,56 +162,15 @@ __global__ void __launch_bounds__(kThreads) normalize_backward_kernel(Table t, a
   }
 }
 
-// Co-resident blocks of `kernel` on `device` (occupancy x SMs) and whether the device launches cooperatively;
-// queried once per (kernel, device).
-struct Residency {
-  int blocks;
-  bool cooperative;
-};
-
-template <typename Kernel>
-Residency residency(Kernel kernel, int device) {
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, Residency> cache;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
-  auto it = cache.find(key);
-  if (it == cache.end()) {
-    int per_sm = 0, sms = 0, coop = 0;
-    STD_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-    STD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    STD_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
-    it = cache.emplace(key, Residency{per_sm * sms, coop != 0 && per_sm > 0}).first;
-  }
-  return it->second;
-}
-
-bool two_launches_forced() {
-  const char* s = std::getenv("WGAN_EXT_SN_TWO_LAUNCHES");
-  return s != nullptr && s[0] == '1';
-}
-
 // One cooperative launch running both phases, or two ordinary launches (phase 1, phase 2) on the same stream.
-// Cooperative launches can be captured into CUDA graphs (the runtime lists the cooperative attribute as valid for
-// graph kernel nodes), so capture takes the same path as eager execution.
 template <typename scalar_t, typename acc_t, typename Pointer>
 void launch(void (*kernel)(Table, acc_t*, Pointer, int), const Table& t, acc_t* part, Pointer saved, int device,
             cudaStream_t stream) {
-  const Residency r = residency(kernel, device);
+  const coop::Residency r = coop::residency(kernel, kThreads, device);
   const int64_t wanted = sn_plan::blocks_wanted(t);
-  if (r.cooperative && !two_launches_forced()) {
-    const int blocks = static_cast<int>(std::min<int64_t>(wanted, r.blocks));
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(static_cast<unsigned>(blocks));
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = 0;
-    config.stream = stream;
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeCooperative;
-    attribute[0].val.cooperative = 1;
-    config.attrs = attribute;
-    config.numAttrs = 1;
-    STD_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, t, part, saved, kBothPhases));
+  if (r.cooperative && !coop::phases_as_launches()) {
+    coop::launch(kernel, static_cast<int>(std::min<int64_t>(wanted, r.blocks)), kThreads, stream, t, part, saved,
+                 kBothPhases);
   } else {
     // no grid sync here: any grid size works; the results do not depend on it
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(wanted, std::max(r.blocks, 1) * 4));

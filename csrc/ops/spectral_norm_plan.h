@@ -118,5 +118,95 @@ inline int64_t blocks_wanted(const Table& t) {
   return b > 0 ? b : 1;
 }
 
+// ---- the power iteration: n steps of u <- normalize(W v), v <- normalize(W^T u) for every layer in one launch.
+// Per step three phases, a grid sync after each:
+//   A  pieces (as above): W v into ws_u; from the second step on, v is rebuilt from ws_raw and the layer's norm
+//   B  tasks (row block rb of kRowBlock rows, column tile of kThreads columns): the block recomputes u's norm from
+//      ws_u, rounds u for its rows (the tile-0 task writes them out), and writes its partial W^T u for its columns
+//      into ws_v[vpart_offset[l] + rb * w + c]
+//   C  column tiles: v_raw_c = sum over the row blocks in order into ws_raw; each tile's sum of squares into ws_ss
+// then, after the last step, E: v written out from ws_raw and the norm (ws_ss of the layer added in tile order).
+// Every layer has at least one B task, even when empty, so that u (all zeros when w = 0) is always written.
+constexpr int64_t kRowBlock = 64;
+
+struct PowerTable {
+  int n;
+  const void* weight[kMaxLayers];
+  void* u[kMaxLayers];
+  void* v[kMaxLayers];
+  int64_t h[kMaxLayers];
+  int64_t w[kMaxLayers];
+  int64_t piece_offset[kMaxLayers + 1];  // phase A
+  int64_t task_offset[kMaxLayers + 1];   // phase B
+  int64_t vpart_offset[kMaxLayers + 1];  // ws_v slots: row blocks x w per layer
+  int64_t col_offset[kMaxLayers + 1];    // ws_raw slots: w per layer
+  int64_t tile_offset[kMaxLayers + 1];   // phases C and E: column tiles; ws_ss slots
+  int64_t ws_u, ws_v, ws_raw, ws_ss, ws_size;  // where each part of the workspace starts, and its size
+};
+static_assert(sizeof(PowerTable) <= 3900, "kernel arguments must stay under the 4 KB limit");
+
+WGAN_HOST_DEVICE WGAN_INLINE int64_t row_blocks(int64_t h) { return h > 0 ? (h + kRowBlock - 1) / kRowBlock : 1; }
+WGAN_HOST_DEVICE WGAN_INLINE int64_t col_tiles(int64_t w) { return (w + kThreads - 1) / kThreads; }
+
+WGAN_HOST_DEVICE WGAN_INLINE Piece piece_of(const PowerTable& t, int64_t p) {
+  const int l = find_layer(t.piece_offset, t.n, p);
+  const int64_t segs = segments(t.w[l]), local = p - t.piece_offset[l];
+  const int64_t s = local % segs, c0 = s * kSegment;
+  return {l, local / segs, c0, c0 + kSegment < t.w[l] ? c0 + kSegment : t.w[l]};
+}
+
+// A phase-B task: rows [row_begin, row_end) x columns [col_begin, col_end) of one layer.
+struct Task {
+  int layer;
+  int64_t row_block, tile, row_begin, row_end, col_begin, col_end;
+};
+
+WGAN_HOST_DEVICE WGAN_INLINE Task task_of(const PowerTable& t, int64_t k) {
+  const int l = find_layer(t.task_offset, t.n, k);
+  const int64_t tiles = col_tiles(t.w[l]) > 0 ? col_tiles(t.w[l]) : 1, local = k - t.task_offset[l];
+  const int64_t rb = local / tiles, ct = local % tiles, r0 = rb * kRowBlock, c0 = ct * kThreads;
+  return {l, rb, ct, r0, r0 + kRowBlock < t.h[l] ? r0 + kRowBlock : t.h[l], c0, c0 + kThreads < t.w[l] ? c0 + kThreads : t.w[l]};
+}
+
+// A column tile of phases C and E: columns [col_begin, col_end) of one layer.
+struct Tile {
+  int layer;
+  int64_t tile, col_begin, col_end;
+};
+
+WGAN_HOST_DEVICE WGAN_INLINE Tile tile_of(const PowerTable& t, int64_t k) {
+  const int l = find_layer(t.tile_offset, t.n, k);
+  const int64_t local = k - t.tile_offset[l], c0 = local * kThreads;
+  return {l, local, c0, c0 + kThreads < t.w[l] ? c0 + kThreads : t.w[l]};
+}
+
+inline PowerTable make_power_table(const std::vector<int64_t>& hs, const std::vector<int64_t>& ws) {
+  PowerTable t{};
+  t.n = static_cast<int>(hs.size());
+  for (int l = 0; l < t.n; ++l) {
+    const int64_t h = hs[l], w = ws[l], tiles = col_tiles(w);
+    t.h[l] = h;
+    t.w[l] = w;
+    t.piece_offset[l + 1] = t.piece_offset[l] + h * segments(w);
+    t.task_offset[l + 1] = t.task_offset[l] + row_blocks(h) * (tiles > 0 ? tiles : 1);
+    t.vpart_offset[l + 1] = t.vpart_offset[l] + row_blocks(h) * w;
+    t.col_offset[l + 1] = t.col_offset[l] + w;
+    t.tile_offset[l + 1] = t.tile_offset[l] + tiles;
+  }
+  t.ws_u = 0;
+  t.ws_v = t.ws_u + t.piece_offset[t.n];
+  t.ws_raw = t.ws_v + t.vpart_offset[t.n];
+  t.ws_ss = t.ws_raw + t.col_offset[t.n];
+  t.ws_size = t.ws_ss + t.tile_offset[t.n];
+  return t;
+}
+
+inline int64_t blocks_wanted(const PowerTable& t) {
+  int64_t b = (t.piece_offset[t.n] + kWarps - 1) / kWarps;
+  if (t.task_offset[t.n] > b) b = t.task_offset[t.n];
+  if (t.tile_offset[t.n] > b) b = t.tile_offset[t.n];
+  return b > 0 ? b : 1;
+}
+
 }  // namespace sn_plan
 }  // namespace wgan_ext

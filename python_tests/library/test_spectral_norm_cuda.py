@@ -220,7 +220,7 @@ def test_cuda_graph_capture_and_replay_equal_eager(dtype, path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_power_iteration_on_large_layers_matches_the_reference(dtype):
+def test_power_iteration_on_large_layers_matches_the_reference(dtype, path):
     need_ops()
     Ws, us, vs = layers([(256, 2304), (1024, 8192), (1, 8192), (8192, 1), (3, 5)], dtype)
     ru, rv = [u.clone() for u in us], [v.clone() for v in vs]
@@ -273,3 +273,30 @@ def test_apply_spectral_norm_on_a_dcgan_critic_matches_torch_over_training_steps
         torch.testing.assert_close(losses[0], losses[1], rtol=1e-9, atol=1e-9)
     for (k, a), b in zip(theirs.state_dict().items(), ours.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_power_iteration_matches_the_cpu_kernel_on_every_shape(dtype, path):
+    need_ops()
+    shapes = SHAPES["small"] + SHAPES["segments"] + [(0, 3), (3, 0), (65, 257), (130, 600)]
+    Ws, us, vs = layers(shapes, dtype)
+    cu, cv = cpu(us), cpu(vs)
+    OPS.spectral_norm_power_iteration_(Ws, us, vs, 2, 1e-12)
+    OPS.spectral_norm_power_iteration_(cpu(Ws), cu, cv, 2, 1e-12)
+    for a, b in zip(us + vs, cu + cv):
+        torch.testing.assert_close(a.cpu(), b, **TOL[dtype])
+
+
+def test_power_iteration_is_the_same_bits_on_both_paths_and_mixed_dtypes(monkeypatch):
+    need_ops()
+    Ws, us, vs = layers([(1024, 8192), (256, 2304), (7, 3)], torch.float32)
+    W2, u2, v2 = layers([(300, 200), (1, 5)], torch.bfloat16, seed=3)
+    Ws, us, vs = Ws + W2, us + u2, vs + v2
+    results = []
+    for two in ("", "1"):
+        monkeypatch.setenv(TWO_LAUNCHES, two)
+        u, v = [t.clone() for t in us], [t.clone() for t in vs]
+        OPS.spectral_norm_power_iteration_(Ws, u, v, 3, 1e-12)
+        results.append(u + v)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

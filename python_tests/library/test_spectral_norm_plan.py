@@ -92,3 +92,53 @@ def test_bad_arguments_are_refused():
         torch.ops.wgan_ext._spectral_norm_plan([1], [1], 0)
     with pytest.raises(RuntimeError, match=">= 0"):
         torch.ops.wgan_ext._spectral_norm_plan([-1], [1], 1)
+
+
+# --- the power iteration kernel: pieces (W v), tasks (W^T u over row blocks x column tiles), column tiles --------
+
+ROW_BLOCK, TILE = 64, 256
+
+
+def power_plan(shapes, blocks):
+    return torch.ops.wgan_ext._spectral_norm_power_plan([h for h, _ in shapes], [w for _, w in shapes], blocks)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("blocks", [1, 7, 132 * 8, 100_000])
+def test_power_plan_covers_every_element_row_and_column_once(case, blocks):
+    need_plan()
+    shapes = CASES[case]
+    pieces, tasks, tiles = power_plan(shapes, blocks)
+    # phase A: the same pieces as the forward's
+    assert torch.equal(pieces, plan(shapes, blocks)[0])
+    # phase B: tasks in order, contiguous and balanced per block; every layer has one even when empty; the tasks of
+    # a layer tile its (h, w) exactly once, row blocks of 64 rows in order, column tiles of 256 columns
+    assert torch.equal(tasks[:, 0], torch.arange(len(tasks)))
+    assert bool((tasks[1:, 1] >= tasks[:-1, 1]).all())
+    counts = torch.bincount(tasks[:, 1], minlength=blocks)
+    assert int(counts.max()) - int(counts.min()) <= 1
+    expected = []
+    for l, (h, w) in enumerate(shapes):
+        row_starts = range(0, h, ROW_BLOCK) if h > 0 else [0]
+        col_starts = range(0, w, TILE) if w > 0 else [0]
+        for rb, r0 in enumerate(row_starts):
+            for ct, c0 in enumerate(col_starts):
+                expected.append((l, rb, ct, r0, min(h, r0 + ROW_BLOCK), c0, min(w, c0 + TILE)))
+    assert [tuple(t) for t in tasks[:, 2:].tolist()] == expected
+    # u is written by the tile-0 task of each row block: every row of every layer exactly once (w = 0 included)
+    writers = [(l, r) for l, rb, ct, r0, r1, c0, c1 in expected if ct == 0 for r in range(r0, r1)]
+    assert writers == [(l, r) for l, (h, w) in enumerate(shapes) for r in range(h)]
+    # phases C and E: column tiles, every column once, contiguous per block
+    assert torch.equal(tiles[:, 0], torch.arange(len(tiles)))
+    assert bool((tiles[1:, 1] >= tiles[:-1, 1]).all())
+    want_tiles = [(l, k, c0, min(w, c0 + TILE)) for l, (h, w) in enumerate(shapes)
+                  for k, c0 in enumerate(range(0, w, TILE))]
+    assert [tuple(t) for t in tiles[:, 2:].tolist()] == want_tiles
+
+
+def test_power_plan_refuses_bad_arguments():
+    need_plan()
+    with pytest.raises(RuntimeError, match="same length"):
+        torch.ops.wgan_ext._spectral_norm_power_plan([1, 2], [1], 1)
+    with pytest.raises(RuntimeError, match="blocks"):
+        torch.ops.wgan_ext._spectral_norm_power_plan([1], [1], 0)
