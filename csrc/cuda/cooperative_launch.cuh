@@ -47,8 +47,11 @@ inline bool phases_as_launches() {
 // A cooperative launch of `blocks` blocks (at most the co-resident maximum) on `stream`. Cooperative launches can
 // be captured into CUDA graphs: the runtime documents the cooperative launch attribute as valid for graph kernel
 // nodes (cudaLaunchAttributeCooperative in driver_types.h), so capture needs no other path.
+// Returns false, the error cleared, when the runtime finds the grid too large to be co-resident (a tool such as
+// compute-sanitizer may change the kernel's resources after the occupancy query): the caller then runs the phases
+// as ordinary launches. Any other error throws.
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), int blocks, int threads, cudaStream_t stream, Args... args) {
+bool launch(void (*kernel)(Params...), int blocks, int threads, cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(blocks));
   config.blockDim = dim3(static_cast<unsigned>(threads));
@@ -59,7 +62,13 @@ void launch(void (*kernel)(Params...), int blocks, int threads, cudaStream_t str
   attribute[0].val.cooperative = 1;
   config.attrs = attribute;
   config.numAttrs = 1;
-  STD_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, args...);
+  if (err == cudaErrorCooperativeLaunchTooLarge) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  STD_CUDA_CHECK(err);
+  return true;
 }
 
 }  // namespace coop

@@ -206,10 +206,9 @@ void power_iteration_cuda(Tensors weights, Tensors us, Tensors vs, int64_t n_ite
         const auto kernel = &power_iteration_kernel<scalar_t, acc_t>;
         const coop::Residency r = coop::residency(kernel, kThreads, device);
         const int64_t wanted = sn_plan::blocks_wanted(t), steps = 3 * n_iterations + 1;
-        if (r.cooperative && !coop::phases_as_launches()) {
-          coop::launch(kernel, static_cast<int>(std::min<int64_t>(wanted, r.blocks)), kThreads, stream, t, wp,
-                       n_iterations, int64_t{0}, steps, static_cast<acc_t>(eps));
-        } else {
+        if (!(r.cooperative && !coop::phases_as_launches() &&
+              coop::launch(kernel, static_cast<int>(std::min<int64_t>(wanted, r.blocks)), kThreads, stream, t, wp,
+                           n_iterations, int64_t{0}, steps, static_cast<acc_t>(eps)))) {
           const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(wanted, std::max(r.blocks, 1) * 4));
           for (int64_t s = 0; s < steps; ++s) {
             kernel<<<blocks, kThreads, 0, stream>>>(t, wp, n_iterations, s, s + 1, static_cast<acc_t>(eps));

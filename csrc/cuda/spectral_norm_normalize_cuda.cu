@@ -168,10 +168,9 @@ void launch(void (*kernel)(Table, acc_t*, Pointer, int), const Table& t, acc_t* 
             cudaStream_t stream) {
   const coop::Residency r = coop::residency(kernel, kThreads, device);
   const int64_t wanted = sn_plan::blocks_wanted(t);
-  if (r.cooperative && !coop::phases_as_launches()) {
-    coop::launch(kernel, static_cast<int>(std::min<int64_t>(wanted, r.blocks)), kThreads, stream, t, part, saved,
-                 kBothPhases);
-  } else {
+  if (!(r.cooperative && !coop::phases_as_launches() &&
+        coop::launch(kernel, static_cast<int>(std::min<int64_t>(wanted, r.blocks)), kThreads, stream, t, part,
+                     saved, kBothPhases))) {
     // no grid sync here: any grid size works; the results do not depend on it
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(wanted, std::max(r.blocks, 1) * 4));
     kernel<<<blocks, kThreads, 0, stream>>>(t, part, saved, kPhase1);
