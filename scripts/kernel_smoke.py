@@ -124,7 +124,7 @@ def penalty_cases(device) -> None:
 
 def spectral_norm_cases(device) -> None:
     # (rows, columns) of each layer's matrix: tiny, tall, wide, a conv's, and a large one
-    layers = [(1, 1), (3, 2), (64, 2), (2, 64), (128, 48), (256, 2304), (1024, 8192)]
+    layers = [(1, 1), (3, 2), (64, 2), (2, 64), (0, 3), (3, 0), (65, 257), (128, 48), (256, 2304), (1024, 8192)]
     for dtype in (torch.float32, torch.float64):
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         gen = torch.Generator().manual_seed(7)
@@ -134,9 +134,16 @@ def spectral_norm_cases(device) -> None:
         vs = [torch.nn.functional.normalize(torch.randn(w, generator=gen, dtype=dtype), dim=0).to(device)
               for _, w in layers]
         ru, rv = [u.clone() for u in us], [v.clone() for v in vs]
-        OPS.spectral_norm_power_iteration_(ws, us, vs, 2, 1e-12)
         ref.spectral_norm_power_iteration_(ws, ru, rv, 2, 1e-12)
-        check(f"spectral_norm_power_iteration_ {dtype}", us + vs, ru + rv, tol, tol)
+        # on CUDA also with the phases as separate launches (the path without cooperative launches)
+        for two in (["", "1"] if device.startswith("cuda") else [""]):
+            os.environ["WGAN_EXT_SN_TWO_LAUNCHES"] = two
+            try:
+                u, v = [t.clone() for t in us], [t.clone() for t in vs]
+                OPS.spectral_norm_power_iteration_(ws, u, v, 2, 1e-12)
+            finally:
+                os.environ.pop("WGAN_EXT_SN_TWO_LAUNCHES", None)
+            check(f"spectral_norm_power_iteration_ {dtype}{' two launches' if two else ''}", u + v, ru + rv, tol, tol)
 
 
 def spectral_normalize_cases(device) -> None:
