@@ -19,6 +19,8 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <tuple>
 #include <vector>
 
@@ -153,10 +155,19 @@ __global__ void __launch_bounds__(kThreads) normalize_backward_kernel(Table t, a
       const double* u = saved + t.uv_at[l];
       const double* v = u + t.h[l];
       const int64_t w = t.w[l];
-      for (int64_t e = c.begin + threadIdx.x; e < c.end; e += kThreads) {
-        const int64_t r = e / w;
-        out[e] = sn_math::backward_element<scalar_t, acc_t>(G[e], sigma, grad_sigma, static_cast<acc_t>(u[r]),
-                                                            static_cast<acc_t>(v[e - r * w]));
+      if (c.end <= INT32_MAX) {  // 32-bit division: several times cheaper than 64-bit
+        const uint32_t w32 = static_cast<uint32_t>(w);
+        for (int64_t e = c.begin + threadIdx.x; e < c.end; e += kThreads) {
+          const uint32_t r = static_cast<uint32_t>(e) / w32;
+          out[e] = sn_math::backward_element<scalar_t, acc_t>(G[e], sigma, grad_sigma, static_cast<acc_t>(u[r]),
+                                                              static_cast<acc_t>(v[static_cast<uint32_t>(e) - r * w32]));
+        }
+      } else {
+        for (int64_t e = c.begin + threadIdx.x; e < c.end; e += kThreads) {
+          const int64_t r = e / w;
+          out[e] = sn_math::backward_element<scalar_t, acc_t>(G[e], sigma, grad_sigma, static_cast<acc_t>(u[r]),
+                                                              static_cast<acc_t>(v[e - r * w]));
+        }
       }
     }
   }
