@@ -142,3 +142,103 @@ def test_power_plan_refuses_bad_arguments():
         torch.ops.wgan_ext._spectral_norm_power_plan([1, 2], [1], 1)
     with pytest.raises(RuntimeError, match="blocks"):
         torch.ops.wgan_ext._spectral_norm_power_plan([1], [1], 0)
+
+
+# --- the kernels' algorithms replayed in float64 from the plan (what each warp / block computes, in plan order) ---
+
+def _layers(shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Ws = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    us = [torch.nn.functional.normalize(torch.randn(s[0], generator=g, dtype=torch.float64), dim=0) for s in shapes]
+    vs = [torch.nn.functional.normalize(torch.randn(s[1], generator=g, dtype=torch.float64), dim=0) for s in shapes]
+    return Ws, us, vs
+
+
+def _segments(w):
+    return (w + SEGMENT - 1) // SEGMENT
+
+
+def _emulate_power_iteration(Ws, us, vs, n, eps, blocks):
+    shapes = [tuple(W.shape) for W in Ws]
+    pieces, tasks, tiles = power_plan(shapes, blocks)
+    piece_at = [0]
+    for h, w in shapes:
+        piece_at.append(piece_at[-1] + h * _segments(w))
+    u_pieces = torch.zeros(len(pieces), dtype=torch.float64)
+    v_parts = [torch.zeros(max(1, -(-h // ROW_BLOCK)), w, dtype=torch.float64) for h, w in shapes]
+    v_raw = [torch.zeros(w, dtype=torch.float64) for _, w in shapes]
+    tile_ss = torch.zeros(len(tiles), dtype=torch.float64)
+    tile_layer = tiles[:, 2]
+
+    def v_inv(l):
+        return 1 / max(float(tile_ss[tile_layer == l].sum()) ** 0.5, eps)
+
+    def u_raw(l):
+        h, w = shapes[l]
+        return u_pieces[piece_at[l]:piece_at[l + 1]].reshape(h, _segments(w)).sum(1) if w else torch.zeros(h, dtype=torch.float64)
+
+    for it in range(n):
+        for p, _, l, r, c0, c1 in pieces.tolist():  # A
+            v = vs[l] if it == 0 else v_raw[l] * v_inv(l)
+            u_pieces[p] = Ws[l][r, c0:c1] @ v[c0:c1]
+        for _, _, l, rb, ct, r0, r1, c0, c1 in tasks.tolist():  # B
+            ur = u_raw(l)
+            ur = ur[r0:r1] / max(float(ur.norm()), eps)
+            if ct == 0:
+                us[l][r0:r1] = ur
+            v_parts[l][rb, c0:c1] = Ws[l][r0:r1, c0:c1].t() @ ur
+        for k, _, l, _, c0, c1 in tiles.tolist():  # C
+            v_raw[l][c0:c1] = v_parts[l][:, c0:c1].sum(0)
+            tile_ss[k] = (v_raw[l][c0:c1] ** 2).sum()
+    for _, _, l, _, c0, c1 in tiles.tolist():  # E
+        vs[l][c0:c1] = v_raw[l][c0:c1] * v_inv(l)
+
+
+@pytest.mark.parametrize("blocks", [1, 5, 1000])
+def test_the_power_iteration_kernel_algorithm_is_torchs_power_method(blocks):
+    need_plan()
+    shapes = [(1, 1), (3, 2049), (130, 600), (0, 3), (3, 0), (5000, 1), (1, 5000), (70, 300)]
+    Ws, us, vs = _layers(shapes)
+    ru, rv = [u.clone() for u in us], [v.clone() for v in vs]
+    _emulate_power_iteration(Ws, us, vs, 3, 1e-12, blocks)
+    from wgan_ext import _reference
+    _reference.spectral_norm_power_iteration_(Ws, ru, rv, 3, 1e-12)
+    for a, b in zip(us + vs, ru + rv):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("blocks", [1, 5, 1000])
+def test_the_normalize_kernels_algorithm_is_the_reference(blocks):
+    need_plan()
+    from wgan_ext import _reference
+    shapes = [(1, 1), (3, 2049), (130, 600), (0, 3), (3, 0), (5000, 1), (1, 5000)]
+    Ws, us, vs = _layers(shapes, seed=1)
+    pieces, chunks = plan(shapes, blocks)
+    wv = torch.zeros(len(pieces), dtype=torch.float64)
+    for p, _, l, r, c0, c1 in pieces.tolist():  # phase 1
+        wv[p] = Ws[l][r, c0:c1] @ vs[l][c0:c1]
+    at = [0]
+    for h, w in shapes:
+        at.append(at[-1] + h * _segments(w))
+    outs = [torch.full(W.shape, float("nan"), dtype=torch.float64) for W in Ws]
+    sigmas = {}
+    for _, _, l, local, b, e in chunks.tolist():  # phase 2: sigma recomputed from the pieces, then W / sigma
+        h, w = shapes[l]
+        rows = wv[at[l]:at[l + 1]].reshape(h, _segments(w)).sum(1) if w else torch.zeros(h, dtype=torch.float64)
+        sigma = float(us[l] @ rows)
+        if local == 0:
+            sigmas[l] = sigma
+        outs[l].view(-1)[b:e] = Ws[l].reshape(-1)[b:e] / sigma
+    want, saved = _reference.spectral_norm_normalize(Ws, us, vs)
+    assert sorted(sigmas) == list(range(len(shapes)))  # every layer's sigma written once
+    torch.testing.assert_close(torch.tensor([sigmas[l] for l in range(len(shapes))], dtype=torch.float64),
+                               saved[:len(shapes)], rtol=1e-12, atol=1e-12)
+    for o, w in zip(outs, want):
+        torch.testing.assert_close(o, w, rtol=1e-12, atol=1e-12)  # every element written (no NaN left)
+    # the backward: partial <G, W> per chunk, added per layer in chunk order
+    Gs = [torch.randn(W.shape, dtype=torch.float64) for W in Ws]
+    part = torch.zeros(len(chunks), dtype=torch.float64)
+    for k, _, l, _, b, e in chunks.tolist():
+        part[k] = Gs[l].reshape(-1)[b:e] @ Ws[l].reshape(-1)[b:e]
+    for l, (G, W) in enumerate(zip(Gs, Ws)):
+        torch.testing.assert_close(part[chunks[:, 2] == l].sum(), (G * W).sum(), rtol=1e-12, atol=1e-12)
