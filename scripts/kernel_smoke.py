@@ -14,6 +14,7 @@ float16 and bfloat16 where the op takes them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -123,7 +124,7 @@ def penalty_cases(device) -> None:
 
 def spectral_norm_cases(device) -> None:
     # (rows, columns) of each layer's matrix: tiny, tall, wide, a conv's, and a large one
-    layers = [(1, 1), (3, 2), (64, 2), (2, 64), (128, 48), (256, 2304), (1024, 8192)]
+    layers = [(1, 1), (3, 2), (64, 2), (2, 64), (0, 3), (3, 0), (65, 257), (128, 48), (256, 2304), (1024, 8192)]
     for dtype in (torch.float32, torch.float64):
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         gen = torch.Generator().manual_seed(7)
@@ -133,9 +134,47 @@ def spectral_norm_cases(device) -> None:
         vs = [torch.nn.functional.normalize(torch.randn(w, generator=gen, dtype=dtype), dim=0).to(device)
               for _, w in layers]
         ru, rv = [u.clone() for u in us], [v.clone() for v in vs]
-        OPS.spectral_norm_power_iteration_(ws, us, vs, 2, 1e-12)
         ref.spectral_norm_power_iteration_(ws, ru, rv, 2, 1e-12)
-        check(f"spectral_norm_power_iteration_ {dtype}", us + vs, ru + rv, tol, tol)
+        # on CUDA also with the phases as separate launches (the path without cooperative launches)
+        for two in (["", "1"] if device.startswith("cuda") else [""]):
+            os.environ["WGAN_EXT_SN_TWO_LAUNCHES"] = two
+            try:
+                u, v = [t.clone() for t in us], [t.clone() for t in vs]
+                OPS.spectral_norm_power_iteration_(ws, u, v, 2, 1e-12)
+            finally:
+                os.environ.pop("WGAN_EXT_SN_TWO_LAUNCHES", None)
+            check(f"spectral_norm_power_iteration_ {dtype}{' two launches' if two else ''}", u + v, ru + rv, tol, tol)
+
+
+def spectral_normalize_cases(device) -> None:
+    # sigma and W / sigma of every layer in one launch, and its backward: 1-element, one row, one column, rows of
+    # one / several column pieces (2048) with tails, empty layers, a large layer; on CUDA also the two-launch path
+    layers = [(1, 1), (1, 4097), (4097, 1), (3, 2049), (0, 3), (3, 0), (128, 48), (1024, 8192)]
+    paths = ["", "1"] if device.startswith("cuda") else [""]
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        gen = torch.Generator().manual_seed(8)
+        w64 = [torch.randn(h, w, generator=gen, dtype=torch.float64) for h, w in layers]
+        u64 = [torch.nn.functional.normalize(torch.randn(h, generator=gen, dtype=torch.float64), dim=0)
+               for h, _ in layers]
+        # v = normalize(W^T u): sigma = ||W^T u|| is not near 0 (a tiny sigma makes every comparison ill-posed)
+        v64 = [torch.nn.functional.normalize(w.t() @ u, dim=0) for w, u in zip(w64, u64)]
+        ws, us, vs = ([t.to(device=device, dtype=dtype) for t in ts] for ts in (w64, u64, v64))
+        gs = [torch.randn(h, w, generator=gen).to(device=device, dtype=dtype) for h, w in layers]
+        # the reference in float64 (torch.mv rounds each row of W v to bfloat16/float16 before summing sigma)
+        w64, g64 = [w.double() for w in ws], [g.double() for g in gs]
+        want, want_saved = ref.spectral_norm_normalize(w64, [u.double() for u in us], [v.double() for v in vs])
+        for two in paths:
+            os.environ["WGAN_EXT_SN_TWO_LAUNCHES"] = two
+            try:
+                outs, saved = OPS.spectral_norm_normalize(ws, us, vs)
+                dws = OPS._spectral_norm_normalize_backward(gs, ws, saved)
+            finally:
+                os.environ.pop("WGAN_EXT_SN_TWO_LAUNCHES", None)
+            name = f"{dtype}{' two launches' if two else ''}"
+            check(f"spectral_norm_normalize {name}", outs + [saved], want + [want_saved], tol, tol)
+            check(f"_spectral_norm_normalize_backward {name}", dws,
+                  ref.spectral_norm_normalize_backward(g64, w64, saved), tol, tol)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if not wgan_ext._ops.has_kernel(op, torch.device(args.device).type):
             print(f"kernel_smoke: no {args.device} kernel for {op} in this build", file=sys.stderr)
             return 2
-    for cases in (clip_cases, optimizer_cases, penalty_cases, spectral_norm_cases):
+    for cases in (clip_cases, optimizer_cases, penalty_cases, spectral_norm_cases, spectral_normalize_cases):
         cases(args.device)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
