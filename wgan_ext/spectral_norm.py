@@ -44,7 +44,13 @@ def normalize(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torc
     backward); differentiable w.r.t. the weights. Returns the normalized matrices and the op's `saved` tensor (the
     sigmas first)."""
     if weights and _ops.use_fused("spectral_norm_normalize", weights[0].device.type, impl):
-        outs, saved = torch.ops.wgan_ext.spectral_norm_normalize(weights, us, vs)
+        op = torch.ops.wgan_ext.spectral_norm_normalize.default
+        if not torch.compiler.is_compiling() and not (torch.is_grad_enabled()
+                                                      and any(w.requires_grad for w in weights)):
+            with torch._C._AutoDispatchBelowAutograd():  # nothing to record: skip the Python autograd kernel
+                outs, saved = op(weights, us, vs)
+        else:
+            outs, saved = op(weights, us, vs)
         return list(outs), saved
     return _reference.spectral_norm_normalize(weights, us, vs)
 
@@ -172,6 +178,10 @@ class SpectralNormGroup:
         self.layers = layers
         self.impl = impl
         self.update = update
+        # each layer's parametrization list (holds `original`) and its SpectralNorm, looked up once: the pre-hook
+        # runs every forward, and nn.Module attribute lookups cost microseconds each
+        self._holders = [m.parametrizations["weight"] for _, m in layers]
+        self._sns = [h[0] for h in self._holders]
         self._handles = [model.register_forward_pre_hook(self._pre_forward)]
 
     def _pre_forward(self, module, args):
@@ -181,25 +191,25 @@ class SpectralNormGroup:
 
     def normalize(self) -> None:
         """Every layer's W / sigma in one op call, for the layers' next forward (done before each model forward)."""
-        sns = self.parametrizations()
+        sns = self._sns
         if not sns:
             return
-        originals = [m.parametrizations["weight"].original for _, m in self.layers]
+        originals = [h.original for h in self._holders]
+        us, vs = [sn._u for sn in sns], [sn._v for sn in sns]
         matrices = [sn._reshape_weight_to_matrix(w) for sn, w in zip(sns, originals)]
-        outs, _ = normalize(matrices, [sn._u for sn in sns], [sn._v for sn in sns], self.impl)
-        for sn, w, out in zip(sns, originals, outs):
-            sn._pending = (w, (w._version, sn._u._version, sn._v._version), out)
+        outs, _ = normalize(matrices, us, vs, self.impl)
+        for sn, w, u, v, out in zip(sns, originals, us, vs, outs):
+            sn._pending = (w, (w._version, u._version, v._version), out)
 
     def parametrizations(self) -> list[SpectralNorm]:
-        return [m.parametrizations["weight"][0] for _, m in self.layers]
+        return list(self._sns)
 
     def power_iteration(self) -> None:
         """One update of every layer's u, v (n_power_iterations steps each), in one op call."""
-        sns = self.parametrizations()
+        sns = self._sns
         if not sns:
             return
-        weights = [sn._reshape_weight_to_matrix(m.parametrizations["weight"].original.detach())
-                   for sn, (_, m) in zip(sns, self.layers)]
+        weights = [sn._reshape_weight_to_matrix(h.original.detach()) for sn, h in zip(sns, self._holders)]
         power_iteration_(weights, [sn._u for sn in sns], [sn._v for sn in sns], sns[0].n_power_iterations,
                          sns[0].eps, self.impl)
 
