@@ -21,7 +21,9 @@ start=$(date +%s)
 # a copy of the tree, so that the build leaves nothing in the checkout
 git -C "$ROOT" ls-files -z | (cd "$ROOT" && tar --null -T - -cf -) | tar -xf - -C "$TMP" --one-top-level=src
 echo "[isolated-install] pip install . (build isolation) into torch $USER_TORCH" >&2
-(cd "$TMP/src" && WGAN_EXT_NO_CUDA="${WGAN_EXT_NO_CUDA:-1}" "$TMP/env/bin/python" -m pip install -v --no-cache-dir . \
+# (scripts/test.sh exports WGAN_EXT_FORCE_CUDA for its own build: not for this one)
+(cd "$TMP/src" && env -u WGAN_EXT_FORCE_CUDA WGAN_EXT_NO_CUDA="${WGAN_EXT_NO_CUDA:-1}" \
+  "$TMP/env/bin/python" -m pip install -v --no-cache-dir . \
   > "$TMP/build.log" 2>&1) || { grep -v "^WARNING: Location" "$TMP/build.log" | tail -40 >&2; exit 1; }
 grep "\[wgan_ext build\]" "$TMP/build.log" | awk '!seen[$0]++' >&2 || true
 
