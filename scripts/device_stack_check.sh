@@ -28,7 +28,14 @@ fi
 
 start=$(date +%s)
 export PYENV_VERSION="${PYENV_VERSION:-3.12.1}"  # where python3.12 is a pyenv shim
-PYTHON="${DEVICE_STACK_PYTHON:-python3.12}" wgan_ext_env requirements/device-stack.txt
+py312="${DEVICE_STACK_PYTHON:-python3.12}"
+if ! "$py312" --version >/dev/null 2>&1; then
+  # CI must run it; elsewhere a machine without Python 3.12 skips it, saying so
+  if [ "${CI:-}" = true ]; then echo "[device-stack] $py312 not found" >&2; exit 1; fi
+  echo "[device-stack] SKIPPED: $py312 not found (set DEVICE_STACK_PYTHON)" >&2
+  exit 0
+fi
+PYTHON="$py312" wgan_ext_env requirements/device-stack.txt
 PY312="$WGAN_EXT_PY"
 echo "[device-stack] $("$PY312" -c 'import sys, torch; print("Python", sys.version.split()[0], "torch", torch.__version__)'), wheel $(basename "$wheel")" >&2
 "$PY312" -m pip install -q --no-deps --force-reinstall "$wheel" >&2
