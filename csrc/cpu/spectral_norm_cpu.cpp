@@ -219,7 +219,7 @@ std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors v
   if (L == 0) return {outs, saved};
   double* sv = static_cast<double*>(saved.mutable_data_ptr());
   // u and v, as float64 (exact) for the backward, and in each layer's acc_t for the products
-  std::vector<double> uv(static_cast<size_t>(uv_total));
+  double* uv = sv + L;  // written straight into `saved`, read back below
   {
     int64_t o = 0;
     for (size_t l = 0; l < L; ++l) {
@@ -238,7 +238,6 @@ std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors v
       o += layers[l].h + layers[l].w;
     }
   }
-  std::copy(uv.begin(), uv.end(), sv + L);
   // v in acc_t per layer (float or double), for the row products
   std::vector<float> v32;
   std::vector<double> v64;
@@ -246,7 +245,7 @@ std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors v
   {
     int64_t o = 0;
     for (size_t l = 0; l < L; ++l) {
-      const double* v = uv.data() + o + layers[l].h;
+      const double* v = uv + o + layers[l].h;
       if (layers[l].dtype == kDouble) {
         v_at[l] = static_cast<int64_t>(v64.size());
         v64.insert(v64.end(), v, v + layers[l].w);

@@ -71,5 +71,19 @@ bool launch(void (*kernel)(Params...), int blocks, int threads, cudaStream_t str
   return true;
 }
 
+// Sum over a block of kWarps warps in a fixed order (warp shuffle tree, then the warps' sums in warp order),
+// returned to every thread; every thread of the block must call it. `shared` holds kWarps values.
+template <int kWarps, typename acc_t>
+__device__ acc_t block_sum(acc_t x, acc_t* shared) {
+  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_down_sync(0xffffffffu, x, offset);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();  // `shared` may still be read from the previous call
+  if (lane == 0) shared[warp] = x;
+  __syncthreads();
+  acc_t total = 0;
+  for (int i = 0; i < kWarps; ++i) total += shared[i];
+  return total;
+}
+
 }  // namespace coop
 }  // namespace wgan_ext

@@ -33,19 +33,6 @@ using sn_plan::kThreads;
 using sn_plan::kWarps;
 using sn_plan::PowerTable;
 
-// Sum over the block in a fixed order, returned to every thread; every thread of the block must call it.
-template <typename acc_t>
-__device__ acc_t block_sum(acc_t x, acc_t* shared) {
-  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_down_sync(0xffffffffu, x, offset);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // `shared` may still be read from the previous call
-  if (lane == 0) shared[warp] = x;
-  __syncthreads();
-  acc_t total = 0;
-  for (int i = 0; i < kWarps; ++i) total += shared[i];
-  return total;
-}
-
 // (W v)_r of layer l: its pieces added in column order.
 template <typename acc_t>
 __device__ acc_t row_sum(const acc_t* pieces, int64_t r, int64_t segs) {
@@ -115,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) power_iteration_kernel(PowerTable t,
             const acc_t ur = row_sum(pieces, r, segs);
             ss += ur * ur;
           }
-          inv = sn_math::inv_norm(block_sum(ss, shared), eps);
+          inv = sn_math::inv_norm(coop::block_sum<kWarps>(ss, shared), eps);
         }
         __syncthreads();  // u_rows may still be read for the previous task
         if (threadIdx.x < x.row_end - x.row_begin) {
@@ -149,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) power_iteration_kernel(PowerTable t,
           v_raw[t.col_offset[l] + c] = s;
           sq = s * s;
         }
-        sq = block_sum(sq, shared);
+        sq = coop::block_sum<kWarps>(sq, shared);
         if (threadIdx.x == 0) tile_ss[k] = sq;
       }
     } else {  // E: v written out

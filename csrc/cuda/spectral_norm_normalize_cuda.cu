@@ -40,20 +40,6 @@ using sn_plan::Table;
 
 constexpr int kPhase1 = 1, kPhase2 = 2, kBothPhases = 3;  // kBothPhases: cooperative launch, grid sync between
 
-// Sum over the block in a fixed order (warp shuffle tree, then the warps' sums in warp order), returned to every
-// thread. Every thread of the block must call it.
-template <typename acc_t>
-__device__ acc_t block_sum(acc_t x, acc_t* shared) {
-  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_down_sync(0xffffffffu, x, offset);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // `shared` may still be read from the previous call
-  if (lane == 0) shared[warp] = x;
-  __syncthreads();
-  acc_t total = 0;
-  for (int i = 0; i < kWarps; ++i) total += shared[i];
-  return total;
-}
-
 // sigma of layer l from the pieces of W v, rounded to the weight dtype; block-wide (every thread calls it).
 template <typename scalar_t, typename acc_t>
 __device__ acc_t layer_sigma(const Table& t, int l, const acc_t* part, acc_t* shared) {
@@ -66,7 +52,7 @@ __device__ acc_t layer_sigma(const Table& t, int l, const acc_t* part, acc_t* sh
     for (int64_t k = 0; k < segs; ++k) wv += p[r * segs + k];
     s += static_cast<acc_t>(u[r]) * wv;
   }
-  return sn_math::rounded_sigma<scalar_t, acc_t>(block_sum(s, shared));
+  return sn_math::rounded_sigma<scalar_t, acc_t>(coop::block_sum<kWarps>(s, shared));
 }
 
 template <typename scalar_t, typename acc_t>
@@ -131,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) normalize_backward_kernel(Table t, a
       for (int64_t e = c.begin + threadIdx.x; e < c.end; e += kThreads) {
         s += static_cast<acc_t>(G[e]) * static_cast<acc_t>(W[e]);
       }
-      s = block_sum(s, shared);
+      s = coop::block_sum<kWarps>(s, shared);
       if (threadIdx.x == 0) part[k] = s;
     }
   }
@@ -146,7 +132,7 @@ __global__ void __launch_bounds__(kThreads) normalize_backward_kernel(Table t, a
         cached = l;
         acc_t s = 0;
         for (int64_t j = t.chunk_offset[l] + threadIdx.x; j < t.chunk_offset[l + 1]; j += kThreads) s += part[j];
-        const acc_t g_dot_w = block_sum(s, shared);
+        const acc_t g_dot_w = coop::block_sum<kWarps>(s, shared);
         sigma = static_cast<acc_t>(saved[t.sigma_at[l]]);
         grad_sigma = sn_math::grad_sigma_of<acc_t>(g_dot_w, sigma);
       }
