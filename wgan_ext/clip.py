@@ -72,6 +72,19 @@ def _check_tensors(tensors: list) -> None:
                              "that owns them")
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Whether t's elements fill one flat range exactly once (any memory order): what a plan can cover."""
+    dims = [(st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1]
+    if any(sz == 0 for sz in t.shape):
+        return True
+    expected = 1
+    for st, sz in sorted(dims):
+        if st != expected:
+            return False
+        expected *= sz
+    return True
+
+
 def _single_device(tensors: list):
     """The device of all tensors when they share one (and are all tensors), else None."""
     device = None
@@ -139,6 +152,67 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
     return counts
 
 
+_DATA_PTR = torch.Tensor.data_ptr
+_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+class _ClipPlan:
+    """A cached launch plan of the clamp for a list of tensors that stays the same between calls (a Clipper's
+    parameters): one row per chunk, the chunk's address, size, tensor and dtype (csrc/ops/clip.h, clip_plan), built
+    once by the compiled op ``_clip_plan`` and moved to the tensors' device, where one launch reads it.
+
+    A call costs one op call whatever the number of tensors, plus two passes over the list in torch's C code: the
+    check that every tensor still starts at the address the plan holds, and the version-counter bump that an
+    in-place op owes autograd. The plan keeps every planned storage alive, so while it exists no other tensor can be
+    allocated at a planned address: a tensor that starts where the plan says is the planned tensor's memory.
+    Anything that moves a tensor (``.data`` or ``set_`` to other memory, ``.to()``, ``.half()``, a swap) changes
+    its address, and the owner rebuilds the plan. ``load_state_dict`` copies in place and keeps the plan.
+    Not seen (documented in Clipper): re-pointing a tensor into its own storage at the same first address with
+    another size or dtype (``p.data = p.data[:k]``).
+    """
+
+    __slots__ = ("tensors", "ptrs", "storages", "rows", "dtypes", "device")
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]):
+        self.tensors = tensors
+        self.ptrs = list(map(_DATA_PTR, tensors))
+        self.storages = tuple(t.untyped_storage() for t in tensors)
+        self.device = tensors[0].device
+        self.dtypes = sum(1 << code for code in {_CODES[t.dtype] for t in tensors})
+        with torch.no_grad():
+            rows = torch.ops.wgan_ext._clip_plan(list(tensors))
+        self.rows = rows.to(self.device) if self.device.type != "cpu" else rows
+
+    def valid(self) -> bool:
+        return list(map(_DATA_PTR, self.tensors)) == self.ptrs
+
+    def __call__(self, lo: float, hi: float, count: bool):
+        if count:
+            out = torch.ops.wgan_ext._clip_count_planned_(self.rows, len(self.tensors), self.dtypes, lo, hi)
+        else:
+            out = torch.ops.wgan_ext._clip_planned_(self.rows, len(self.tensors), self.dtypes, lo, hi)
+        torch._C._increment_version(self.tensors)  # as clip_'s in-place schema would (autograd's saved-tensor check)
+        return out
+
+
+# Counts every parameter or submodule registration on any module (torch's global registration hooks, installed by
+# the first Clipper built from a module): a Clipper that follows its module re-reads the module's parameters only
+# when this moved since its last call.
+_REGISTRATIONS = [0]
+_HOOKS: list = []
+
+
+def _registered(*_args):
+    _REGISTRATIONS[0] += 1
+
+
+def _watch_registrations() -> None:
+    if not _HOOKS:
+        from torch.nn.modules import module as module_mod
+        _HOOKS.append(module_mod.register_module_parameter_registration_hook(_registered))
+        _HOOKS.append(module_mod.register_module_module_registration_hook(_registered))
+
+
 def _named_params(module: nn.Module, exclude: Iterable[str], exclude_types: tuple) -> list[tuple[str, nn.Parameter]]:
     named = list(module.named_parameters())
     skip = set()
@@ -195,10 +269,57 @@ class Clipper:
         self.track_saturation = track_saturation
         self.impl = _ops.resolve_impl(impl)
         self.last_counts: torch.Tensor | None = None
+        # A module is followed: parameters registered on it later (a layer replaced, load_state_dict(assign=True))
+        # are clipped from the next call on.
+        self._module = params if isinstance(params, nn.Module) else None
+        self._exclude, self._exclude_types = exclude, exclude_types
+        if self._module is not None:
+            _watch_registrations()
+        self._seen = _REGISTRATIONS[0]
+        self._plan: _ClipPlan | None = None
+        self._plan_for: tuple | None = None  # the parameter list and addresses the plan (or its absence) is for
+
+    def _refresh(self) -> None:
+        """Re-reads the module's parameters after a registration somewhere (cheap: only then)."""
+        self._seen = _REGISTRATIONS[0]
+        named = _named_params(self._module, self._exclude, self._exclude_types)
+        params = [p for _, p in named]
+        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            _check_tensors(params)
+            self.names = [name for name, _ in named]
+            self.params = params
+            self._plan = None
+            self._plan_for = None
+
+    def _planned(self) -> _ClipPlan | None:
+        """The cached plan for the current parameters, rebuilt when any of them moved; None where a plan does not
+        apply (the reference, several devices, a device without the planned kernel, a parameter that is not dense,
+        under torch.compile): then the call goes through clip_."""
+        plan = self._plan
+        if plan is not None and plan.valid():
+            return plan
+        if self._plan_for is not None and self._plan_for[1] == list(map(_DATA_PTR, self.params)):
+            return None  # nothing moved since the last try found no plan
+        self._plan = plan = None
+        params = tuple(self.params)
+        device = _single_device(self.params)
+        if (params and device is not None and self.impl != "reference" and
+                _ops.has_kernel("_clip_planned_", device.type) and
+                all(p.is_contiguous() or _dense(p) for p in params)):
+            plan = self._plan = _ClipPlan(params)
+        self._plan_for = (params, list(map(_DATA_PTR, params)))
+        return plan
 
     def __call__(self) -> torch.Tensor | None:
         """Clamp every parameter now. Returns the per-parameter counts at a bound when tracking saturation."""
-        counts = clip_(self.params, min=self.min, max=self.max, return_counts=self.track_saturation, impl=self.impl)
+        if self._module is not None and self._seen != _REGISTRATIONS[0]:
+            self._refresh()
+        plan = None if torch.compiler.is_compiling() else self._planned()
+        if plan is not None:
+            counts = plan(self.min, self.max, self.track_saturation)
+        else:
+            counts = clip_(self.params, min=self.min, max=self.max, return_counts=self.track_saturation,
+                           impl=self.impl)
         self.last_counts = counts
         return counts
 

@@ -97,6 +97,54 @@ void clip_cpu_impl(const Tensors& tensors, double min, double max, int64_t* coun
   }
 }
 
+// The same pass over a cached plan (clip_plan in csrc/ops/clip.h): no per-tensor work on the host.
+ScalarType dtype_of_code(int64_t code) {
+  switch (code) {
+    case 0: return kFloat;
+    case 1: return kDouble;
+    case 2: return kHalf;
+    default: return kBFloat16;
+  }
+}
+
+template <bool kCount>
+void clip_planned_cpu_impl(const Tensor& plan, int64_t num_tensors, int64_t dtypes, double min, double max,
+                           int64_t* counts) {
+  const int64_t total = clip_plan::check(plan, num_tensors, dtypes, kChunk, DeviceType::CPU);
+  const ClampSet clamps(dtypes, min, max);
+  const int64_t* rows = plan.const_data_ptr<int64_t>();
+  const int64_t nrows = plan.size(0);
+  std::vector<int64_t> row_counts(kCount ? nrows : 0, 0);
+  const int64_t grain = total < kSerialBelow ? std::max<int64_t>(nrows, 1) : 1;
+  torch::stable::parallel_for(0, nrows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t* r = rows + c * clip_plan::kCols;
+      const Chunk chunk{reinterpret_cast<void*>(static_cast<uintptr_t>(r[0])), r[1], static_cast<int32_t>(r[2]),
+                        dtype_of_code(r[3])};
+      const int64_t k = clamp_chunk<kCount>(chunk, clamps);
+      if constexpr (kCount) row_counts[c] = k;
+    }
+  });
+  if constexpr (kCount) {
+    for (int64_t c = 0; c < nrows; ++c) counts[rows[c * clip_plan::kCols + 2]] += row_counts[c];
+  }
+}
+
+Tensor clip_plan_cpu(Tensors tensors) { return clip_plan::make(tensors, kChunk, DeviceType::CPU); }
+
+void clip_planned_cpu(Tensor plan, int64_t num_tensors, int64_t dtypes, double min, double max) {
+  clip_planned_cpu_impl<false>(plan, num_tensors, dtypes, min, max, nullptr);
+}
+
+Tensor clip_count_planned_cpu(Tensor plan, int64_t num_tensors, int64_t dtypes, double min, double max) {
+  WGAN_CHECK(num_tensors >= 0, "wgan_ext::_clip_count_planned_: num_tensors must be >= 0, got ", num_tensors);
+  Tensor counts = torch::stable::empty({num_tensors}, kLong);
+  int64_t* out = counts.mutable_data_ptr<int64_t>();
+  std::fill(out, out + num_tensors, int64_t{0});
+  clip_planned_cpu_impl<true>(plan, num_tensors, dtypes, min, max, out);
+  return counts;
+}
+
 void clip_cpu(Tensors tensors, double min, double max) {
   clip_cpu_impl<false>(tensors, min, max, nullptr);
 }
@@ -114,6 +162,9 @@ Tensor clip_count_cpu(Tensors tensors, double min, double max) {
 STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
   m.impl("clip_", TORCH_BOX(&clip_cpu));
   m.impl("clip_count_", TORCH_BOX(&clip_count_cpu));
+  m.impl("_clip_plan", TORCH_BOX(&clip_plan_cpu));
+  m.impl("_clip_planned_", TORCH_BOX(&clip_planned_cpu));
+  m.impl("_clip_count_planned_", TORCH_BOX(&clip_count_planned_cpu));
 }
 
 }  // namespace wgan_ext

@@ -120,6 +120,64 @@ void clip_cuda_impl(const Tensors& tensors, double min, double max, Tensor* coun
   dense.write_back(tensors);
 }
 
+// The planned pass (clip_plan in csrc/ops/clip.h): block b clamps row b of the plan, which it reads from device
+// memory, so one launch covers every tensor whatever their number and dtypes. A row that breaks the plan's rules
+// (which the host cannot check without reading the plan back) is skipped; every thread of a block reads the same
+// row, so the block returns or works as a whole (the count's block reduction needs all its threads).
+template <bool kCount>
+__global__ void __launch_bounds__(mta::kBlockSize) clip_plan_kernel(const int64_t* __restrict__ plan,
+                                                                    int64_t num_tensors, int64_t dtypes,
+                                                                    ClampSet clamps, unsigned long long* counts) {
+  const int64_t* r = plan + static_cast<int64_t>(blockIdx.x) * clip_plan::kCols;
+  void* data = reinterpret_cast<void*>(static_cast<uintptr_t>(r[0]));
+  const int64_t n = r[1], index = r[2], code = r[3];
+  if (n < 1 || n > mta::kChunkSize || index < 0 || index >= num_tensors || code < 0 || code > 3 ||
+      !((dtypes >> code) & 1)) {
+    return;
+  }
+  const int32_t i = static_cast<int32_t>(index);
+  const int count = static_cast<int>(n);
+  switch (code) {
+    case 0: ClampFunctor<kCount, float, clip_math::ValueClamp<float>>{}(data, 0, count, i, clamps.f32, counts); break;
+    case 1: ClampFunctor<kCount, double, clip_math::ValueClamp<double>>{}(data, 0, count, i, clamps.f64, counts); break;
+    case 2: ClampFunctor<kCount, uint16_t, clip_math::Bits16Clamp>{}(data, 0, count, i, clamps.f16, counts); break;
+    default: ClampFunctor<kCount, uint16_t, clip_math::Bits16Clamp>{}(data, 0, count, i, clamps.bf16, counts); break;
+  }
+}
+
+template <bool kCount>
+void clip_planned_cuda_impl(const Tensor& plan, int64_t num_tensors, int64_t dtypes, double min, double max,
+                            Tensor* counts) {
+  clip_plan::check(plan, num_tensors, dtypes, mta::kChunkSize, DeviceType::CUDA);
+  const ClampSet clamps(dtypes, min, max);  // bounds checked before anything is written
+  const DeviceGuard guard(plan.get_device_index());
+  const cudaStream_t stream = current_stream(plan);
+  unsigned long long* out = nullptr;
+  if (kCount) {
+    out = static_cast<unsigned long long*>(counts->data_ptr());
+    if (num_tensors > 0) STD_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(int64_t) * num_tensors, stream));
+  }
+  const int64_t rows = plan.size(0);
+  WGAN_CHECK(rows <= 0x7fffffff, "wgan_ext::_clip_planned_: a plan of ", rows, " rows is more than one launch holds");
+  if (rows == 0) return;
+  clip_plan_kernel<kCount><<<static_cast<unsigned>(rows), mta::kBlockSize, 0, stream>>>(
+      plan.const_data_ptr<int64_t>(), num_tensors, dtypes, clamps, out);
+  WGAN_CUDA_LAUNCH_CHECK();
+}
+
+Tensor clip_plan_cuda(Tensors tensors) { return clip_plan::make(tensors, mta::kChunkSize, DeviceType::CUDA); }
+
+void clip_planned_cuda(Tensor plan, int64_t num_tensors, int64_t dtypes, double min, double max) {
+  clip_planned_cuda_impl<false>(plan, num_tensors, dtypes, min, max, nullptr);
+}
+
+Tensor clip_count_planned_cuda(Tensor plan, int64_t num_tensors, int64_t dtypes, double min, double max) {
+  WGAN_CHECK(num_tensors >= 0, "wgan_ext::_clip_count_planned_: num_tensors must be >= 0, got ", num_tensors);
+  Tensor counts = new_empty(plan, {num_tensors}, kLong);  // zeroed on the stream
+  clip_planned_cuda_impl<true>(plan, num_tensors, dtypes, min, max, &counts);
+  return counts;
+}
+
 void clip_cuda(Tensors tensors, double min, double max) {
   clip_cuda_impl<false>(tensors, min, max, nullptr);
 }
@@ -149,6 +207,9 @@ std::string cuda_build_info() {
 STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
   m.impl("clip_", TORCH_BOX(&clip_cuda));
   m.impl("clip_count_", TORCH_BOX(&clip_count_cuda));
+  m.impl("_clip_plan", TORCH_BOX(&clip_plan_cuda));
+  m.impl("_clip_planned_", TORCH_BOX(&clip_planned_cuda));
+  m.impl("_clip_count_planned_", TORCH_BOX(&clip_count_planned_cuda));
 }
 
 }  // namespace wgan_ext

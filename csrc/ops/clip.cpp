@@ -1,6 +1,8 @@
 #include "clip.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 namespace wgan_ext {
@@ -73,15 +75,20 @@ T bound_to(double bound, const char* dtype) {
 
 }  // namespace
 
-ClampSet::ClampSet(const DenseViews& dense, double min, double max) {
-  bool present[4] = {false, false, false, false};
-  for (const DenseViews::Flat& f : dense.flat) {
-    const ScalarType s = f.dtype;
-    present[0] |= s == kFloat;
-    present[1] |= s == kDouble;
-    present[2] |= s == kHalf;
-    present[3] |= s == kBFloat16;
-  }
+namespace {
+
+int64_t dtype_mask(const DenseViews& dense) {
+  int64_t mask = 0;
+  for (const DenseViews::Flat& f : dense.flat) mask |= int64_t{1} << clip_plan::code_of(f.dtype);
+  return mask;
+}
+
+}  // namespace
+
+ClampSet::ClampSet(const DenseViews& dense, double min, double max) : ClampSet(dtype_mask(dense), min, max) {}
+
+ClampSet::ClampSet(int64_t dtypes, double min, double max) {
+  const bool present[4] = {(dtypes & 1) != 0, (dtypes & 2) != 0, (dtypes & 4) != 0, (dtypes & 8) != 0};
   if (present[0]) f32 = {bound_to<float>(min, "float32"), bound_to<float>(max, "float32")};
   if (present[1]) f64 = {min, max};
   if (present[2]) {
@@ -92,5 +99,55 @@ ClampSet::ClampSet(const DenseViews& dense, double min, double max) {
                                         0x7f80);
   }
 }
+
+namespace clip_plan {
+
+Tensor make(const Tensors& tensors, int64_t chunk, DeviceType device) {
+  WGAN_CHECK(chunk >= 1, "wgan_ext::_clip_plan: chunk must be >= 1, got ", chunk);
+  check_clip_args(tensors, 0.0, 0.0, device);
+  std::vector<int64_t> rows;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    WGAN_CHECK(is_non_overlapping_and_dense(t), "wgan_ext::_clip_plan: tensor ", i, " (shape ", shape_of(t),
+               ", strides ", strides_of(t), ") is not dense; a plan covers dense tensors only (clip_ takes any)");
+    const ScalarType dtype = dtype_of(t);
+    const int64_t item = dtype == kDouble ? 8 : (dtype == kFloat ? 4 : 2);
+    const int64_t n = t.numel();
+    const int64_t base = static_cast<int64_t>(reinterpret_cast<uintptr_t>(t.data_ptr()));
+    for (int64_t start = 0; start < n; start += chunk) {
+      rows.insert(rows.end(), {base + start * item, std::min(chunk, n - start), static_cast<int64_t>(i),
+                               code_of(dtype)});
+    }
+  }
+  const int64_t nrows = static_cast<int64_t>(rows.size()) / kCols;
+  Tensor plan = torch::stable::empty({nrows, kCols}, kLong);
+  if (!rows.empty()) std::copy(rows.begin(), rows.end(), plan.mutable_data_ptr<int64_t>());
+  return plan;
+}
+
+int64_t check(const Tensor& plan, int64_t num_tensors, int64_t dtypes, int64_t chunk, DeviceType device) {
+  constexpr const char* op = "wgan_ext::_clip_planned_";
+  WGAN_CHECK(plan.defined() && is_strided(plan) && dtype_of(plan) == kLong && plan.dim() == 2 &&
+                 plan.size(1) == kCols && plan.is_contiguous(),
+             op, ": plan must be a contiguous int64 tensor of shape (rows, ", kCols, ") made by _clip_plan");
+  WGAN_CHECK(is_device_type(device_key(plan), device), op, ": expected the plan on ", device_type_name(device),
+             ", got ", device_of(plan));
+  WGAN_CHECK(num_tensors >= 0, op, ": num_tensors must be >= 0, got ", num_tensors);
+  WGAN_CHECK(dtypes > 0 && dtypes <= kAllDtypes, op, ": dtypes must be a mask of the codes 0-3 (float32, float64, "
+             "float16, bfloat16), got ", dtypes);
+  if (device != DeviceType::CPU) return 0;
+  const int64_t* r = plan.const_data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t i = 0; i < plan.size(0); ++i, r += kCols) {
+    WGAN_CHECK(r[1] >= 1 && r[1] <= chunk && r[2] >= 0 && r[2] < num_tensors && r[3] >= 0 && r[3] <= 3 &&
+                   ((dtypes >> r[3]) & 1),
+               op, ": row ", i, " of the plan is not one _clip_plan makes for ", num_tensors, " tensors (count ",
+               r[1], ", tensor ", r[2], ", dtype code ", r[3], ")");
+    total += r[1];
+  }
+  return total;
+}
+
+}  // namespace clip_plan
 
 }  // namespace wgan_ext

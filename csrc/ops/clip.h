@@ -39,11 +39,47 @@ bool is_supported_clip_dtype(ScalarType t);
 // torch.clamp. float16 and bfloat16 are clamped on their bit patterns (stored as uint16_t).
 struct ClampSet {
   ClampSet(const DenseViews& dense, double min, double max);
+  // The same for the dtypes whose plan codes (clip_plan::code_of) are set in the bit mask `dtypes`.
+  ClampSet(int64_t dtypes, double min, double max);
 
   clip_math::ValueClamp<float> f32{};
   clip_math::ValueClamp<double> f64{};
   clip_math::Bits16Clamp f16{};
   clip_math::Bits16Clamp bf16{};
 };
+
+// A cached launch plan (wgan_ext.Clipper keeps one per parameter set, wgan_ext/clip.py): the chunks of every
+// tensor, one row of kCols int64 each: the address of the chunk's first element, its element count (1 to the
+// chunk size), its tensor's position in the list, and its dtype code. The CPU kernel walks the rows with
+// parallel_for, the CUDA kernel gives each row one block and reads the rows from device memory, so a call costs the
+// same whatever the number of tensors. The plan holds raw addresses: its owner keeps the tensors' storages alive
+// and checks before every call that every tensor still starts where the plan says (see _ClipPlan in clip.py).
+namespace clip_plan {
+
+constexpr int64_t kCols = 4;
+constexpr int64_t kAllDtypes = 0xf;
+
+inline int64_t code_of(ScalarType t) {
+  switch (t) {
+    case kFloat: return 0;
+    case kDouble: return 1;
+    case kHalf: return 2;
+    default: return 3;  // kBFloat16 (the only other dtype check_clip_args accepts)
+  }
+}
+
+// The plan of `tensors` (checked as clip_ checks them, and each non-overlapping and dense: a strided slice has no
+// flat range to plan), cut into chunks of at most `chunk` elements; an int64 CPU tensor (rows, kCols). Empty
+// tensors have no rows.
+Tensor make(const Tensors& tensors, int64_t chunk, DeviceType device);
+
+// Checks what the planned kernels rely on before they read `plan`: int64, contiguous, (rows, kCols), on `device`;
+// num_tensors >= 0; dtypes a non-empty mask of the four codes. On the CPU (where the rows can be read without a
+// device round trip) also every row: element count in [1, chunk], tensor index in [0, num_tensors), dtype in the
+// mask. Returns the number of elements the plan covers (CPU) or 0 (CUDA, whose kernel skips a row that breaks
+// these rules instead).
+int64_t check(const Tensor& plan, int64_t num_tensors, int64_t dtypes, int64_t chunk, DeviceType device);
+
+}  // namespace clip_plan
 
 }  // namespace wgan_ext

@@ -127,6 +127,16 @@ STABLE_TORCH_LIBRARY(wgan_ext, m) {
   m.def("clip_(Tensor(a!)[] tensors, float min, float max) -> ()");
   // Same, and returns an int64 tensor (len(tensors),): per tensor, how many elements sit at a bound afterwards.
   m.def("clip_count_(Tensor(a!)[] tensors, float min, float max) -> Tensor");
+  // A cached launch plan of clip_ for a list of dense tensors that does not change between calls (wgan_ext.Clipper):
+  // one row per chunk (csrc/ops/clip.h, clip_plan), an int64 CPU tensor whatever the tensors' device. The plan holds
+  // raw addresses: whoever keeps it keeps the tensors alive and checks that they have not moved (Clipper does).
+  m.def("_clip_plan(Tensor[] tensors) -> Tensor");
+  // clip_ / clip_count_ over a plan (moved to the tensors' device): one pass, one CUDA launch, whatever the number of
+  // tensors. `dtypes`: the mask of the dtype codes present (bit 0 float32, 1 float64, 2 float16, 3 bfloat16), whose
+  // bounds are converted as clip_ converts them. The written tensors are not in the schema: never traced or compiled
+  // (Clipper calls clip_ under torch.compile), and their version counters are bumped by the caller.
+  m.def("_clip_planned_(Tensor plan, int num_tensors, int dtypes, float min, float max) -> ()");
+  m.def("_clip_count_planned_(Tensor plan, int num_tensors, int dtypes, float min, float max) -> Tensor");
   // x_hat = real + alpha[n] * (fake - real), alpha one value per sample, broadcast over the trailing dims.
   m.def("interpolate(Tensor real, Tensor fake, Tensor alpha) -> Tensor");
   // Per-sample norms sqrt(inv_scale^2 * sum(grad_n^2) + eps) over all non-batch dims, and the mean of

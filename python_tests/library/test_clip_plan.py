@@ -1,0 +1,376 @@
+"""Clipper's cached launch plan (wgan_ext.clip._ClipPlan, the ops _clip_plan / _clip_planned_ / _clip_count_planned_):
+the same results as the reference, bit for bit, and every way a parameter set can change between calls either
+rebuilds the plan or is followed, never a write through an old address."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import wgan_ext
+from wgan_ext import _reference
+from wgan_ext import clip as clip_mod
+
+from conftest import CUDA, DEVICES, fused_available, needs_cuda
+
+CPU_CHUNK = 16384  # the CPU plan's chunk (csrc/cpu/clip_cpu.cpp)
+CUDA_CHUNK = 65536  # the CUDA plan's chunk (mta::kChunkSize)
+
+
+def planned(device):
+    if not fused_available("_clip_planned_", device):
+        pytest.skip(f"no compiled _clip_planned_ kernel for {device}")
+    return "fused"
+
+
+def values(shape, dtype, device, seed=0, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+    flat = x.view(-1)
+    specials = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, 0.01, -0.01, 1e-30], dtype=torch.float64)
+    k = min(flat.numel(), specials.numel())
+    flat[:k] = specials[:k]
+    return x.to(dtype=dtype, device=device)
+
+
+SHAPES = [(1,), (3,), (CPU_CHUNK + 1,), (CUDA_CHUNK + 5,), (7, 13), (0,), (2, 3, 5, 7), (CPU_CHUNK,)]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def params_of(device, seed=0):
+    """Parameters of every dtype and size class, a channels_last one among them (dense, not contiguous)."""
+    out = []
+    for i, shape in enumerate(SHAPES):
+        for j, dtype in enumerate(DTYPES):
+            out.append(nn.Parameter(values(shape, dtype, device, seed=seed + 10 * i + j)))
+    cl = values((2, 3, 4, 5), torch.float32, device, seed=seed + 99).contiguous(memory_format=torch.channels_last)
+    out.append(nn.Parameter(cl))
+    return out
+
+
+def assert_same(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("track", [False, True])
+def test_planned_clipper_equals_the_reference_bit_for_bit(device, track):
+    impl = planned(device)
+    params = params_of(device)
+    expected = [p.detach().clone() for p in params]
+    expected_counts = _reference.clip_count_(expected, -0.01, 0.01)
+    clipper = wgan_ext.Clipper(params, 0.01, track_saturation=track, impl=impl)
+    counts = clipper()
+    assert clipper._plan is not None  # the planned path ran
+    for p, e in zip(params, expected):
+        assert_same(p.detach(), e)
+    if track:
+        assert counts.dtype == torch.int64 and counts.device == params[0].device
+        assert counts.cpu().tolist() == expected_counts.cpu().tolist()
+    else:
+        assert counts is None
+    # a second call (the cached plan) on new values
+    for p, e in zip(params, expected):
+        with torch.no_grad():
+            p.copy_(values(p.shape, p.dtype, device, seed=7) if p.numel() else p)
+            e.copy_(p)
+    expected_counts = _reference.clip_count_(expected, -0.01, 0.01)
+    plan = clipper._plan
+    counts = clipper()
+    assert clipper._plan is plan  # not rebuilt: nothing moved
+    for p, e in zip(params, expected):
+        assert_same(p.detach(), e)
+    if track:
+        assert counts.cpu().tolist() == expected_counts.cpu().tolist()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_plan_rows_cover_every_element_once(device):
+    planned(device)
+    chunk = CPU_CHUNK if device == "cpu" else CUDA_CHUNK
+    params = params_of(device)
+    rows = torch.ops.wgan_ext._clip_plan(params).tolist()
+    for i, p in enumerate(params):
+        mine = [r for r in rows if r[2] == i]
+        assert sum(r[1] for r in mine) == p.numel()
+        assert all(1 <= r[1] <= chunk for r in mine)
+        item = p.element_size()
+        starts = sorted(r[0] for r in mine)
+        assert starts == [p.data_ptr() + k * chunk * item for k in range(len(mine))]
+        assert {r[3] for r in mine} <= {DTYPES.index(p.dtype)}
+
+
+def test_saturation_of_a_planned_clipper():
+    planned("cpu")
+    w = nn.Parameter(torch.tensor([-1.0, 0.0, 0.5, 2.0]))
+    b = nn.Parameter(torch.tensor([0.0, 0.0]))
+    clipper = wgan_ext.Clipper([w, b], 0.5, track_saturation=True)
+    clipper()
+    assert clipper.saturation() == pytest.approx(3 / 6)
+    assert clipper.saturation_per_parameter() == {"0": 0.75, "1": 0.0}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autograd_sees_the_planned_write(device):
+    planned(device)
+    w = nn.Parameter(torch.randn(6, device=device))
+    x = torch.randn(6, device=device, requires_grad=True)
+    clipper = wgan_ext.Clipper([w], 0.1)
+    clipper()
+    y = (x * w).sum()  # saves w for x's gradient
+    v = w._version
+    clipper()
+    assert w._version > v
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+# --- invalidation: every way the parameters can change between two calls -----------------------------------------
+
+def mlp(device="cpu", dtype=torch.float32):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device=device, dtype=dtype)
+
+
+def spread(model, scale=1.0):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-scale, scale)
+
+
+def all_within(model, c):
+    """Every parameter within [-c, c], c rounded to the parameter's dtype as the clamp rounds it."""
+    return all((p.detach().abs().max() <= torch.tensor(c, dtype=p.dtype, device=p.device)).item()
+               for p in model.parameters())
+
+
+def test_data_reassigned_rebuilds_and_the_old_memory_is_left_alone():
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01)
+    clipper()
+    first = clipper._plan
+    w = model[0].weight
+    old = w.data
+    w.data = torch.full((8, 4), 5.0)
+    old.fill_(3.0)  # the old memory, still alive here, must not be written through the old plan
+    clipper()
+    assert clipper._plan is not first
+    assert torch.all(w.detach() == 0.01)
+    assert torch.all(old == 3.0)
+
+
+def test_set_rebuilds():
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01)
+    clipper()
+    other = torch.full((8,), -2.0)
+    with torch.no_grad():
+        model[0].bias.set_(other)
+    clipper()
+    assert torch.all(model[0].bias.detach() == -0.01) and torch.all(other == -0.01)
+
+
+@pytest.mark.parametrize("convert", ["double", "half", "bfloat16"])
+def test_dtype_moves_rebuild(convert):
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01, track_saturation=True)
+    clipper()
+    getattr(model, convert)()
+    spread(model)
+    counts = clipper()
+    assert all_within(model, 0.01)
+    assert counts.sum().item() > 0
+
+
+def test_swap_tensors_conversion_rebuilds():
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01)
+    clipper()
+    before = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model.double()
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(before)
+    spread(model)
+    clipper()
+    assert all_within(model, 0.01)
+
+
+def test_load_state_dict_in_place_keeps_the_plan():
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01)
+    clipper()
+    plan = clipper._plan
+    other = mlp()
+    spread(other)
+    model.load_state_dict(other.state_dict())
+    clipper()
+    assert clipper._plan is plan
+    assert all_within(model, 0.01)
+
+
+def test_load_state_dict_assign_is_followed():
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01)
+    clipper()
+    other = mlp()
+    spread(other)
+    model.load_state_dict(other.state_dict(), assign=True)  # new Parameter objects
+    clipper()
+    assert all_within(model, 0.01)
+    assert all(a is b for a, b in zip(clipper.params, model.parameters()))
+
+
+def test_a_layer_added_or_replaced_is_followed():
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01, exclude=["2.bias"])
+    clipper()
+    model.extra = nn.Linear(3, 3)  # built before, attached now
+    model[0] = nn.Linear(4, 8)
+    spread(model)
+    clipper()
+    assert clipper.names == ["0.weight", "0.bias", "2.weight", "extra.weight", "extra.bias"]
+    assert model[2].bias.abs().max() > 0.01  # still excluded
+    for name, p in model.named_parameters():
+        if name != "2.bias":
+            assert p.abs().max() <= 0.01, name
+
+
+def test_a_list_of_parameters_is_fixed():
+    """A Clipper given a list clips exactly those tensors (there is no module to follow)."""
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(list(model.parameters()), 0.01)
+    clipper()
+    model.extra = nn.Linear(3, 3)
+    spread(model)
+    clipper()
+    assert model.extra.weight.abs().max() > 0.01
+    assert all(p.abs().max() <= 0.01 for p in clipper.params)
+
+
+def test_a_parameter_that_is_not_dense_goes_through_clip_():
+    planned("cpu")
+    base = torch.randn(6, 6)
+    view = base[:, ::2]  # strided: no flat range
+    clipper = wgan_ext.Clipper([view, torch.randn(5)], 0.1)
+    clipper()
+    assert clipper._plan is None
+    assert view.abs().max() <= 0.1
+    assert base[:, 1::2].abs().max() > 0.1  # the elements between were left alone
+
+
+def test_bad_bound_for_a_dtype_is_refused_before_anything_is_written():
+    planned("cpu")
+    a = nn.Parameter(torch.tensor([1e6, -1e6]))
+    h = nn.Parameter(torch.tensor([1.0], dtype=torch.float16))
+    clipper = wgan_ext.Clipper([a, h], 1e5)
+    with pytest.raises(RuntimeError, match="outside the range of float16"):
+        clipper()
+    assert a.tolist() == [1e6, -1e6]
+
+
+def test_under_torch_compile_the_list_op_is_used(monkeypatch):
+    planned("cpu")
+    model = mlp()
+    spread(model)
+    clipper = wgan_ext.Clipper(model, 0.01)
+    calls = []
+    real = clip_mod.clip_
+    monkeypatch.setattr(clip_mod, "clip_", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    clipper()
+    assert calls and all_within(model, 0.01)
+
+
+# --- the op's own checks (a direct torch.ops call) ---------------------------------------------------------------
+
+def test_the_planned_op_checks_its_plan():
+    planned("cpu")
+    t = torch.randn(10)
+    plan = torch.ops.wgan_ext._clip_plan([t])
+    op = torch.ops.wgan_ext._clip_planned_
+    with pytest.raises(RuntimeError, match="plan must be a contiguous int64 tensor"):
+        op(plan.float(), 1, 1, -1.0, 1.0)
+    with pytest.raises(RuntimeError, match="plan must be a contiguous int64 tensor"):
+        op(plan[:, :3], 1, 1, -1.0, 1.0)
+    with pytest.raises(RuntimeError, match="dtypes must be a mask"):
+        op(plan, 1, 0, -1.0, 1.0)
+    with pytest.raises(RuntimeError, match="row 0 of the plan"):
+        op(plan, 0, 1, -1.0, 1.0)  # tensor index 0 out of range for 0 tensors
+    with pytest.raises(RuntimeError, match="row 0 of the plan"):
+        op(plan, 1, 2, -1.0, 1.0)  # the row's dtype (float32) is not in the mask
+    bad = plan.clone()
+    bad[0, 1] = CPU_CHUNK + 1
+    with pytest.raises(RuntimeError, match="row 0 of the plan"):
+        op(bad, 1, 1, -1.0, 1.0)
+    with pytest.raises(RuntimeError, match="not dense"):
+        torch.ops.wgan_ext._clip_plan([torch.randn(4, 4)[:, ::2]])
+
+
+# --- CUDA ----------------------------------------------------------------------------------------------------------
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_planned_clipper_is_one_launch_for_500_tensors_of_mixed_dtypes():
+    from torch.profiler import ProfilerActivity, profile
+
+    planned("cuda")
+    params = [nn.Parameter(torch.randn(7 + i % 5, device="cuda", dtype=DTYPES[i % 4])) for i in range(500)]
+    clipper = wgan_ext.Clipper(params, 0.5)
+    clipper()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        clipper()
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len([k for k in kernels if "clip_plan_kernel" in k]) == 1, kernels
+    assert all(p.abs().max() <= 0.5 for p in params)
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_planned_clipper_in_a_cuda_graph():
+    planned("cuda")
+    model = mlp("cuda")
+    clipper = wgan_ext.Clipper(model, 0.01, track_saturation=True)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        clipper()  # warm-up builds the plan outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        counts = clipper()
+    spread(model)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert all_within(model, 0.01)
+    assert counts.sum().item() > 0
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.cuda
+def test_cuda_model_moved_between_devices_rebuilds():
+    planned("cuda")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01)
+    clipper()
+    model.cuda()
+    spread(model)
+    clipper()
+    assert all_within(model, 0.01)
+    model.cpu()
+    spread(model)
+    clipper()
+    assert all_within(model, 0.01)
