@@ -3,13 +3,15 @@
 Cases (float32, values ~ N(0, 0.02), clamped at c = 0.01 so a fair share of elements saturate):
   dcgan64-critic  the parameters of the DCGAN 64x64 critic (convolutions and BatchNorm, as the official code clamps)
   500-small       500 tensors of 16 to 4096 elements
+  500x1           500 tensors of one element: nothing but the host's cost per call
   64MiB           8 tensors of 2,097,152 elements
 Variants, each re-clamping the same tensors (the clamp is idempotent):
   loop            for p in params: p.data.clamp_(-c, c)      (the official WGAN code)
   foreach         torch._foreach_clamp_min_ then _foreach_clamp_max_ (two passes)
   fused           wgan_ext.clip_(params, c)
   fused+count     wgan_ext.clip_(params, c, return_counts=True) (the saturation from the same pass)
-  clipper         a prebuilt wgan_ext.Clipper called
+  clipper         a prebuilt wgan_ext.Clipper called (its cached launch plan: one op call, no list)
+  clipper-list    the same Clipper with cache_plan=False (clip_ on the list every call)
 GB/s counts one read and one write per element; on CUDA, for the large case, it is also given as a fraction of
 the measured device copy bandwidth (dst.copy_(src) on the same number of bytes).
 
@@ -42,7 +44,7 @@ def cases(quick: bool) -> dict[str, list[tuple[int, ...]]]:
     g = torch.Generator().manual_seed(0)
     small = [(n,) for n in torch.randint(16, 4097, (500,), generator=g).tolist()]
     large = [(16384,)] * 8 if quick else [(2_097_152,)] * 8
-    return {"dcgan64-critic": dcgan64_critic_shapes(), "500-small": small,
+    return {"dcgan64-critic": dcgan64_critic_shapes(), "500-small": small, "500x1": [(1,)] * 500,
             ("64MiB" if not quick else "8x16384"): large}
 
 
@@ -61,6 +63,7 @@ def variants(params: list[torch.Tensor], fused: bool) -> dict:
         out["fused"] = lambda: wgan_ext.clip_(params, C, impl="fused")
         out["fused+count"] = lambda: wgan_ext.clip_(params, C, return_counts=True, impl="fused")
         out["clipper"] = clipper
+        out["clipper-list"] = wgan_ext.Clipper(params, c=C, impl="fused", cache_plan=False)
     return out
 
 

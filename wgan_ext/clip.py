@@ -242,6 +242,17 @@ class Clipper:
             WGAN code clamps BatchNorm's weight and bias too, which is what the default does.
         track_saturation: count, in the same pass, the elements at a bound; see ``saturation()``.
         impl: "auto" | "fused" | "reference" (see ``clip_``).
+        cache_plan: keep a launch plan of the parameters between calls (default): a call is then one op call and
+            one launch whatever the number of parameters, plus two cheap passes over them in torch's C code (is
+            every parameter where the plan says? bump their autograd version counters). False: pass the list to
+            ``clip_`` on every call.
+
+    The plan is rebuilt on the next call when a parameter moves (``.data`` or ``set_`` to other memory, ``.to()``,
+    ``.half()``, a swap); ``load_state_dict`` copies in place and keeps it. Built from a module, the Clipper follows
+    it: parameters registered later (a layer added or replaced, ``load_state_dict(assign=True)``) are clipped from
+    the next call on; the plan keeps the planned storages alive until then. Not noticed: a parameter re-pointed into
+    its own storage at the same first address with another size or dtype (``p.data = p.data[:k]``), and a
+    parameter removed from the module (``del``; it is still clipped).
 
     When to clip: the paper (Algorithm 1) clamps right *after* each critic update; the official code clamps at the
     *start* of each critic iteration, before the forward pass. ``attach(optimizer)`` gives the paper's order (one
@@ -251,7 +262,7 @@ class Clipper:
 
     def __init__(self, params, c: float | None = 0.01, *, min: float | None = None,  # noqa: A002
                  max: float | None = None, exclude: Iterable[str] = (), exclude_types=(),  # noqa: A002
-                 track_saturation: bool = False, impl: str | None = None):
+                 track_saturation: bool = False, impl: str | None = None, cache_plan: bool = True):
         if min is not None or max is not None:
             c = None
         self.min, self.max = clip_bounds(c, min, max)
@@ -276,6 +287,7 @@ class Clipper:
         if self._module is not None:
             _watch_registrations()
         self._seen = _REGISTRATIONS[0]
+        self.cache_plan = bool(cache_plan)
         self._plan: _ClipPlan | None = None
         self._plan_for: tuple | None = None  # the parameter list and addresses the plan (or its absence) is for
 
@@ -314,7 +326,7 @@ class Clipper:
         """Clamp every parameter now. Returns the per-parameter counts at a bound when tracking saturation."""
         if self._module is not None and self._seen != _REGISTRATIONS[0]:
             self._refresh()
-        plan = None if torch.compiler.is_compiling() else self._planned()
+        plan = None if not self.cache_plan or torch.compiler.is_compiling() else self._planned()
         if plan is not None:
             counts = plan(self.min, self.max, self.track_saturation)
         else:

@@ -7,15 +7,21 @@
 // T is the compute type ("opmath"): float for float32/float16/bfloat16 parameters, double for float64. The kernels
 // load each element to T, call these functions, and round the results once to the storage dtype.
 //
-// Everything is written as selects rather than branches, so the CPU loops vectorize (sqrt and division included).
+// Every product and sum is rounded on its own (csrc/ops/rounding.h: nvcc would fuse a * b + c into an FMA), so the
+// CUDA kernel gives the CPU kernel's bits. Everything is written as selects rather than branches, so the CPU loops vectorize (sqrt and division included).
 #pragma once
 
 #include <cmath>
 
 #include "../macros.h"
+#include "rounding.h"
 
 namespace wgan_ext {
 namespace optim_math {
+
+using rounding::add_rn;
+using rounding::mul_rn;
+using rounding::sub_rn;
 
 // Correctly rounded square roots (IEEE sqrt on both sides: nvcc's default -prec-sqrt=true).
 WGAN_HOST_DEVICE WGAN_INLINE float sqrt_(float x) {
@@ -72,17 +78,17 @@ struct RMSpropHyper {
 //   p   = clamp(p, -c, c)
 template <bool kMomentum, typename T>
 WGAN_HOST_DEVICE WGAN_INLINE void rmsprop_clip_element(T& p, T grad, T& sq, T& buf, const RMSpropHyper<T>& h) {
-  const T g = h.has_weight_decay ? grad + h.weight_decay * p : grad;
-  const T decayed = sq * h.alpha;
-  sq = decayed + h.one_minus_alpha * g * g;
-  const T avg = sqrt_(sq) + h.eps;
+  const T g = h.has_weight_decay ? add_rn(grad, mul_rn(h.weight_decay, p)) : grad;
+  const T decayed = mul_rn(sq, h.alpha);
+  sq = add_rn(decayed, mul_rn(mul_rn(h.one_minus_alpha, g), g));
+  const T avg = add_rn(sqrt_(sq), h.eps);
   T updated;
   if constexpr (kMomentum) {
-    const T scaled = buf * h.momentum;
-    buf = scaled + g / avg;
-    updated = p + h.neg_lr * buf;
+    const T scaled = mul_rn(buf, h.momentum);
+    buf = add_rn(scaled, g / avg);
+    updated = add_rn(p, mul_rn(h.neg_lr, buf));
   } else {
-    updated = p + h.neg_lr * g / avg;
+    updated = add_rn(p, mul_rn(h.neg_lr, g) / avg);
   }
   p = h.clamp(updated);
 }
@@ -103,9 +109,9 @@ struct AdamHyper {
 // torch.lerp's formula (aten/src/ATen/native/Lerp.h): the weight's side picks the form that is exact at weight 1.
 template <typename T>
 WGAN_HOST_DEVICE WGAN_INLINE T lerp(T self, T end, T weight) {
-  const T diff = end - self;
+  const T diff = sub_rn(end, self);
   const bool small = (weight < T(0.5)) & (weight > T(-0.5));
-  return small ? self + weight * diff : end - diff * (T(1) - weight);
+  return small ? add_rn(self, mul_rn(weight, diff)) : sub_rn(end, mul_rn(diff, sub_rn(T(1), weight)));
 }
 
 // One element of Adam (torch.optim.Adam, non-capturable single-tensor path):
@@ -117,12 +123,12 @@ WGAN_HOST_DEVICE WGAN_INLINE T lerp(T self, T end, T weight) {
 //   p     = clamp(p, -c, c)
 template <typename T>
 WGAN_HOST_DEVICE WGAN_INLINE void adam_clip_element(T& p, T grad, T& m, T& v, const AdamHyper<T>& h) {
-  const T g = h.has_weight_decay ? grad + h.weight_decay * p : grad;
+  const T g = h.has_weight_decay ? add_rn(grad, mul_rn(h.weight_decay, p)) : grad;
   m = lerp(m, g, h.one_minus_beta1);
-  const T decayed = v * h.beta2;
-  v = decayed + h.one_minus_beta2 * g * g;
-  const T denom = sqrt_(v) / h.bias_correction2_sqrt + h.eps;
-  p = h.clamp(p + h.neg_step_size * m / denom);
+  const T decayed = mul_rn(v, h.beta2);
+  v = add_rn(decayed, mul_rn(mul_rn(h.one_minus_beta2, g), g));
+  const T denom = add_rn(sqrt_(v) / h.bias_correction2_sqrt, h.eps);
+  p = h.clamp(add_rn(p, mul_rn(h.neg_step_size, m) / denom));
 }
 
 }  // namespace optim_math

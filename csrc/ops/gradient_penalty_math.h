@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "../macros.h"
+#include "rounding.h"
 
 namespace wgan_ext {
 namespace gp_math {
@@ -36,36 +37,10 @@ WGAN_HOST_DEVICE WGAN_INLINE acc_t norm(acc_t sum_of_squares, acc_t inv_scale, a
   return square_root(inv_scale * inv_scale * sum_of_squares + eps);
 }
 
-// Each operation rounded on its own, never fused into an FMA: nvcc contracts a * b + c by default (and gcc may, for
-// targets with FMA), which changes the last bit; the interpolate is promised to equal torch's eager ops bit for bit.
-WGAN_HOST_DEVICE WGAN_INLINE float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-WGAN_HOST_DEVICE WGAN_INLINE double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-WGAN_HOST_DEVICE WGAN_INLINE float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-WGAN_HOST_DEVICE WGAN_INLINE double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
+// Each operation rounded on its own (csrc/ops/rounding.h): the interpolate is promised to equal torch's eager ops
+// bit for bit.
+using rounding::add_rn;
+using rounding::mul_rn;
 
 // real + alpha * (fake - real), the interpolate x_hat of WGAN-GP, rounded after every operation as torch's eager
 // ops are.

@@ -688,3 +688,40 @@ def test_steps_loaded_onto_the_gpu_come_back_to_the_host():
     assert ours.state[p]["step"].device.type == "cpu"
     ours.step()  # one host number per parameter, no device read
     assert ours.state[p]["step"].item() == 2.0
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("name, kwargs", [("ClippedRMSprop", dict(lr=1e-3, momentum=0.9, weight_decay=1e-2)),
+                                          ("ClippedRMSprop", dict(lr=1e-3)),
+                                          ("ClippedAdam", dict(lr=1e-3, betas=(0.5, 0.9), weight_decay=1e-2))])
+def test_cuda_kernel_gives_the_cpu_kernels_bits_across_launches(name, kwargs):
+    """The CUDA and the CPU kernel run the same math header, each operation rounded on its own (no FMA contraction
+    by nvcc), so they agree bit for bit: here over more tensors than one launch's slots hold, a tensor with more
+    chunks than one launch's blocks, float16/bfloat16 tensors crossing a chunk boundary, and mixed dtypes in one
+    call."""
+    impl_for("cuda")
+    impl_for("cpu")
+    g = torch.Generator().manual_seed(3)
+    shapes = [(5 + i % 7,) for i in range(80)]  # 80 tensors: more than the 30 to 48 slots of one launch
+    shapes += [(320 * CHUNK + 11,)]  # more chunks than the 320 blocks of one launch
+    shapes += [(CHUNK + 9,), (2 * CHUNK - 1,)]
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+    cpu = []
+    for i, s in enumerate(shapes):
+        dtype = torch.float32 if s[0] > 2 * CHUNK else dtypes[i % 4]
+        cpu.append(nn.Parameter((torch.randn(s, generator=g, dtype=torch.float64) * 0.02).to(dtype)))
+    cuda = [nn.Parameter(p.detach().cuda()) for p in cpu]
+    opt_cpu = getattr(wgan_ext, name)(cpu, clip_value=0.01, impl="fused", **kwargs)
+    opt_cuda = getattr(wgan_ext, name)(cuda, clip_value=0.01, impl="fused", **kwargs)
+    for step in range(3):
+        for a, b in zip(cpu, cuda):
+            a.grad = (torch.randn(a.shape, generator=g, dtype=torch.float64) * 0.1).to(a.dtype)
+            b.grad = a.grad.cuda()
+        opt_cpu.step()
+        opt_cuda.step()
+        for i, (a, b) in enumerate(zip(cpu, cuda)):
+            assert torch.equal(a.detach(), b.detach().cpu()), (step, i, a.dtype, a.shape)
+            for key, value in opt_cpu.state[a].items():
+                if key != "step":
+                    assert torch.equal(value, opt_cuda.state[b][key].cpu()), (step, i, key)
