@@ -4,13 +4,15 @@ Cases (float32 parameters of a critic, fixed random gradients, c = 0.01):
   dcgan64-critic  the DCGAN 64x64 critic with BatchNorm (nc 3, ndf 64): 11 tensors, 2.77 M elements
   toy-mlp         the toy critic 2 -> 512 -> 512 -> 512 -> 1: 8 tensors, 0.53 M elements
   tiny-mlp        2 -> 16 -> 1: 4 tensors, 65 elements (all overhead: the Python side of each optimizer)
+  500x1           500 tensors of one element (nothing but the host's cost per parameter)
 Variants, one optimizer step + the clamp of every parameter (each variant steps its own copy of the parameters):
   loop                 torch.optim.RMSprop(foreach=False).step(); for p in params: p.data.clamp_(-c, c)
                        (the official WGAN code)
   foreach+clip_        torch.optim.RMSprop(foreach=True).step(); wgan_ext.clip_(params, c)
   foreach+foreach      torch.optim.RMSprop(foreach=True).step(); torch._foreach_clamp_min_ / _max_
-  fused                wgan_ext.ClippedRMSprop(clip_value=c).step()
-and the same four for Adam (torch.optim.Adam, wgan_ext.ClippedAdam; betas (0.5, 0.9) as the trainer's default).
+  fused                wgan_ext.ClippedRMSprop(clip_value=c).step() (its cached launch plan: one op call)
+  fused-list           the same with cache_plan=False (the lists passed to the op every step)
+and the same five for Adam (torch.optim.Adam, wgan_ext.ClippedAdam; betas (0.5, 0.9) as the trainer's default).
 The variants of one case are timed in alternating rounds (common.time_interleaved), so a drifting shared machine
 slows them alike. "× foreach" is the ratio to foreach+foreach, the target's baseline (RMSprop(foreach=True) + a
 separate clamp). GB/s counts the fused step's minimum traffic: param read+write, grad read, state read+write.
@@ -44,7 +46,8 @@ BETAS = (0.5, 0.9)
 def cases() -> dict[str, list[tuple[int, ...]]]:
     return {"dcgan64-critic": [tuple(p.shape) for p in DCGANCritic(64).parameters()],
             "toy-mlp": [tuple(p.shape) for p in MLPCritic(2).parameters()],
-            "tiny-mlp": [tuple(p.shape) for p in MLPCritic(2, hidden=16, depth=1).parameters()]}
+            "tiny-mlp": [tuple(p.shape) for p in MLPCritic(2, hidden=16, depth=1).parameters()],
+            "500x1": [(1,)] * 500}
 
 
 def make_params(shapes, device) -> list[torch.nn.Parameter]:
@@ -64,10 +67,10 @@ def torch_optimizer(kind: str, params, foreach: bool):
     return torch.optim.Adam(params, lr=LR[kind], betas=BETAS, foreach=foreach)
 
 
-def fused_optimizer(kind: str, params):
+def fused_optimizer(kind: str, params, cache_plan: bool = True):
     if kind == "rmsprop":
-        return wgan_ext.ClippedRMSprop(params, lr=LR[kind], clip_value=C, impl="fused")
-    return wgan_ext.ClippedAdam(params, lr=LR[kind], betas=BETAS, clip_value=C, impl="fused")
+        return wgan_ext.ClippedRMSprop(params, lr=LR[kind], clip_value=C, impl="fused", cache_plan=cache_plan)
+    return wgan_ext.ClippedAdam(params, lr=LR[kind], betas=BETAS, clip_value=C, impl="fused", cache_plan=cache_plan)
 
 
 def variants(kind: str, shapes, device, fused: bool, clip_fused: bool) -> dict:
@@ -107,6 +110,8 @@ def variants(kind: str, shapes, device, fused: bool, clip_fused: bool) -> dict:
     if fused:
         params = make_params(shapes, device)
         out["fused"] = fused_optimizer(kind, params).step
+        params = make_params(shapes, device)
+        out["fused-list"] = fused_optimizer(kind, params, cache_plan=False).step
     return out
 
 

@@ -25,9 +25,10 @@ def test_clip_benchmark_quick_writes_json_and_table(tmp_path):
     assert data["env"]["torch"] == torch.__version__ and data["env"]["commit"]
     assert data["settings"]["quick"] is True
     timed = [r for r in data["rows"] if "median_us" in r]
-    variants = {"loop", "foreach"} | ({"fused", "fused+count", "clipper"} if fused_available("clip_", "cpu") else set())
+    variants = {"loop", "foreach"} | ({"fused", "fused+count", "clipper", "clipper-list"}
+                                      if fused_available("clip_", "cpu") else set())
     cases = {r["case"] for r in timed}
-    assert len(cases) == 3
+    assert cases == {"dcgan64-critic", "500-small", "500x1", "8x16384"}
     for case in cases:
         assert {r["variant"] for r in timed if r["case"] == case} == variants
     assert all(r["median_us"] > 0 and r["vs_loop"] > 0 for r in timed)
@@ -84,10 +85,10 @@ def test_fused_optim_benchmark_quick_writes_json_and_table(tmp_path):
     assert data["env"]["torch"] == torch.__version__ and data["env"]["commit"]
     assert data["settings"]["quick"] is True and data["settings"]["cpu_threads"] >= 1
     timed = [r for r in data["rows"] if "median_us" in r]
-    for case in ("dcgan64-critic", "toy-mlp", "tiny-mlp"):
+    for case in ("dcgan64-critic", "toy-mlp", "tiny-mlp", "500x1"):
         for kind, op in (("rmsprop", "rmsprop_clip_step_"), ("adam", "adam_clip_step_")):
             variants = ({"loop", "foreach+foreach"} | ({"foreach+clip_"} if fused_available("clip_", "cpu") else set())
-                        | ({"fused"} if fused_available(op, "cpu") else set()))
+                        | ({"fused", "fused-list"} if fused_available(op, "cpu") else set()))
             assert {r["variant"] for r in timed if r["case"] == case and r["optimizer"] == kind} == variants
     assert all(r["median_us"] > 0 and r["vs_loop"] > 0 and r["vs_foreach"] > 0 for r in timed)
     table = (tmp_path / "fused_optim-cpu.md").read_text()

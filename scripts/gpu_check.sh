@@ -105,7 +105,8 @@ step info "$LOG" 60 "$PY" -m wgan_ext.info --require-cuda
 export WGAN_EXT_REQUIRE_OPS=1 WGAN_EXT_EXPECT_CUDA_KERNELS=1
 SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 SHARE=${SANITIZER_SHARE:-170}
-KERNEL_TESTS="python_tests/library/test_fused_optim.py python_tests/library/test_clip.py python_tests/library/test_gradient_penalty.py
+KERNEL_TESTS="python_tests/library/test_optim_plan.py python_tests/library/test_clip_plan.py
+python_tests/library/test_fused_optim.py python_tests/library/test_clip.py python_tests/library/test_gradient_penalty.py
 python_tests/library/test_spectral_norm.py"
 pids=()
 if want tests || want suite; then

@@ -5,7 +5,7 @@ The test suite runs each kernel hundreds of times over parametrizations; under r
 420 s on an H100. This runs a fixed few dozen launches that still reach every code path that indexing bugs hide
 in: several tensors in one launch, more tensors than one launch takes, a tensor over several chunks, sizes that are
 not a multiple of the vector width (scalar tails), storage offsets that break vector alignment, empty tensors;
-spectral norm on small, tall, wide and large layers; the penalty on 1-element, odd and long samples; float32,
+the cached-plan kernels of Clipper and the fused optimizers; spectral norm on small, tall, wide and large layers; the penalty on 1-element, odd and long samples; float32,
 float16 and bfloat16 where the op takes them.
 
     python scripts/kernel_smoke.py [--device cuda|cpu]      exit 0: every case matched the reference
@@ -91,6 +91,36 @@ def optimizer_cases(device) -> None:
             OPS.adam_clip_step_(p, g, m, v, 1e-3, 0.5, 0.9, 1e-8, 0.0, 3, None)
             ref.adam_clip_step_(rp, g, rm, rv, 1e-3, 0.5, 0.9, 1e-8, 0.0, 3, None)
             check(f"adam_clip_step_ {name} {dtype}", p + m + v, rp + rm + rv, tol, tol)
+
+
+def planned_cases(device) -> None:
+    """The cached-plan kernels (Clipper, ClippedRMSprop / ClippedAdam): one launch over mixed dtypes, tails, a
+    multi-chunk tensor and more tensors than a list launch takes. Offsets are left out: a plan covers dense tensors
+    only, and its chunks start where the tensors do."""
+    dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    sizes = CLIP_CASES["mixed"] + CLIP_CASES["multi-chunk"] + CLIP_CASES["many"][:150]
+    a = [tensors(device, dtypes[i % 4], [n], seed=i)[0] for i, n in enumerate(sizes)]
+    b = [t.clone() for t in a]
+    plan = OPS._clip_plan(a).to(device)
+    counts = OPS._clip_count_planned_(plan, len(a), 0xF, -0.01, 0.01)
+    want = ref.clip_count_(b, -0.01, 0.01)
+    check("_clip_count_planned_", a, b, 0, 0)
+    check("_clip_count_planned_ counts", counts, want, 0, 0)
+    for dtype in (torch.float32, torch.bfloat16):
+        tol = 1e-6 if dtype == torch.float32 else 1e-2
+        p, g = tensors(device, dtype, sizes, seed=6), tensors(device, dtype, sizes, seed=7, scale=1.0)
+        sq, mom = [torch.rand_like(t) * 0.01 for t in p], [torch.zeros_like(t) for t in p]
+        rp, rsq, rmom = [t.clone() for t in p], [t.clone() for t in sq], [t.clone() for t in mom]
+        plan = OPS._optim_plan(p, g, sq, mom).to(device)
+        OPS._rmsprop_clip_planned_(plan, len(p), 0xF, 1e-3, 0.99, 1e-8, 1e-4, 0.9, 0.01)
+        ref.rmsprop_clip_step_(rp, g, rsq, rmom, 1e-3, 0.99, 1e-8, 1e-4, 0.9, 0.01)
+        check(f"_rmsprop_clip_planned_ {dtype}", p + sq + mom, rp + rsq + rmom, tol, tol)
+        m, v = [torch.zeros_like(t) for t in p], [torch.rand_like(t) * 0.01 for t in p]
+        rp, rm, rv = [t.clone() for t in p], [t.clone() for t in m], [t.clone() for t in v]
+        plan = OPS._optim_plan(p, g, m, v).to(device)
+        OPS._adam_clip_planned_(plan, len(p), 0xF, 1e-3, 0.5, 0.9, 1e-8, 0.0, 3, None)
+        ref.adam_clip_step_(rp, g, rm, rv, 1e-3, 0.5, 0.9, 1e-8, 0.0, 3, None)
+        check(f"_adam_clip_planned_ {dtype}", p + m + v, rp + rm + rv, tol, tol)
 
 
 def penalty_cases(device) -> None:
@@ -188,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         if not wgan_ext._ops.has_kernel(op, torch.device(args.device).type):
             print(f"kernel_smoke: no {args.device} kernel for {op} in this build", file=sys.stderr)
             return 2
-    for cases in (clip_cases, optimizer_cases, penalty_cases, spectral_norm_cases, spectral_normalize_cases):
+    for cases in (clip_cases, planned_cases, optimizer_cases, penalty_cases, spectral_norm_cases,
+                  spectral_normalize_cases):
         cases(args.device)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()

@@ -19,9 +19,10 @@ IMPLS = ("auto", "fused", "reference")
 ENV_IMPL = "WGAN_EXT_IMPL"
 
 # Compiled ops and the device types they may have kernels for.
-OP_NAMES = ("clip_", "clip_count_", "_clip_planned_", "interpolate", "gradient_norm_penalty", "_gradient_norm_penalty_backward",
-            "spectral_norm_power_iteration_", "spectral_norm_normalize", "_spectral_norm_normalize_backward",
-            "rmsprop_clip_step_", "adam_clip_step_")
+OP_NAMES = ("clip_", "clip_count_", "_clip_planned_", "interpolate", "gradient_norm_penalty",
+            "_gradient_norm_penalty_backward", "spectral_norm_power_iteration_", "spectral_norm_normalize",
+            "_spectral_norm_normalize_backward",
+            "rmsprop_clip_step_", "adam_clip_step_", "_rmsprop_clip_planned_", "_adam_clip_planned_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 LOAD_ERROR: BaseException | None = None

@@ -171,7 +171,7 @@ class _ClipPlan:
     another size or dtype (``p.data = p.data[:k]``).
     """
 
-    __slots__ = ("tensors", "ptrs", "storages", "rows", "dtypes", "device")
+    __slots__ = ("tensors", "ptrs", "storages", "rows", "dtypes", "device", "captured")
 
     def __init__(self, tensors: tuple[torch.Tensor, ...]):
         self.tensors = tensors
@@ -182,11 +182,14 @@ class _ClipPlan:
         with torch.no_grad():
             rows = torch.ops.wgan_ext._clip_plan(list(tensors))
         self.rows = rows.to(self.device) if self.device.type != "cpu" else rows
+        self.captured = False  # whether a CUDA graph recorded a launch that reads `rows`
 
     def valid(self) -> bool:
         return list(map(_DATA_PTR, self.tensors)) == self.ptrs
 
     def __call__(self, lo: float, hi: float, count: bool):
+        if not self.captured and self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            self.captured = True
         if count:
             out = torch.ops.wgan_ext._clip_count_planned_(self.rows, len(self.tensors), self.dtypes, lo, hi)
         else:
@@ -289,6 +292,7 @@ class Clipper:
         self._seen = _REGISTRATIONS[0]
         self.cache_plan = bool(cache_plan)
         self._plan: _ClipPlan | None = None
+        self._retired: list[torch.Tensor] = []
         self._plan_for: tuple | None = None  # the parameter list and addresses the plan (or its absence) is for
 
     def _refresh(self) -> None:
@@ -310,11 +314,15 @@ class Clipper:
         plan = self._plan
         if plan is not None and plan.valid():
             return plan
+        if plan is not None and plan.captured:
+            self._retired.append(plan.rows)  # a captured graph still reads these rows when replayed
         if self._plan_for is not None and self._plan_for[1] == list(map(_DATA_PTR, self.params)):
             return None  # nothing moved since the last try found no plan
         self._plan = plan = None
         params = tuple(self.params)
         device = _single_device(self.params)
+        if device is not None and device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None  # a plan is copied to the device from pageable memory, which a capture refuses: clip_ here
         if (params and device is not None and self.impl != "reference" and
                 _ops.has_kernel("_clip_planned_", device.type) and
                 all(p.is_contiguous() or _dense(p) for p in params)):

@@ -12,11 +12,25 @@ optimizers and back.
     # replaces: opt_d = torch.optim.RMSprop(critic.parameters(), lr=5e-5)
     #           ... opt_d.step(); for p in critic.parameters(): p.data.clamp_(-0.01, 0.01)
 
+Each parameter group keeps a launch plan between steps (the addresses and chunks of every parameter, gradient and
+state tensor, on the parameters' device): a step is then one op call whatever the number of parameters, plus three
+passes over the lists in torch's C code (gather the gradients; have parameters or gradients moved?; bump the
+version counters of what was written). Anything that moves a tensor (``zero_grad(set_to_none=True)`` followed by a
+backward that allocates new gradients elsewhere, ``.data`` reassigned, ``.to()``, ``load_state_dict``, a cleared
+``state``, momentum switched on) rebuilds the plan on the next step; a step where some parameter has no gradient,
+parameters on several devices, or layouts the kernels cannot walk flat go through the per-list path. Each
+parameter's ``state["step"]`` becomes a 0-d view of one per-group counter (one add per step). Not noticed: a state
+tensor replaced by hand in ``optimizer.state[p]`` (use ``load_state_dict``), and a tensor re-pointed into its own
+memory at the same first address with another size, dtype or layout.
+
 Not supported (refused with a ValueError): RMSprop ``centered=True``; Adam ``amsgrad=True`` and decoupled weight
 decay (AdamW); ``maximize=True``; sparse gradients; complex parameters.
 """
 
 from __future__ import annotations
+
+import itertools
+import operator
 
 import torch
 
@@ -69,6 +83,32 @@ def _flat_views(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
     return views if all(v.is_contiguous() for v in views) else None
 
 
+_GRAD = operator.attrgetter("grad")
+_DATA_PTR = torch.Tensor.data_ptr
+_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+class _GroupPlan:
+    """A parameter group's cached launch plan (csrc/ops/fused_optim.h, optim_plan): the chunks of every parameter,
+    its gradient and its state, built once by the compiled op ``_optim_plan`` and moved to the parameters' device,
+    where one launch per step reads it. A step then costs one op call whatever the number of parameters, plus a few
+    passes over the lists in torch's C code (have the parameters or gradients moved? bump the written tensors'
+    version counters). The plan holds every planned tensor, so none of the planned memory can be reused while it
+    exists. ``rows`` is None when the group cannot be planned (the reason is kept; the step then goes through the
+    list ops until something moves)."""
+
+    __slots__ = ("pptrs", "gptrs", "state", "state_len", "momentum", "rows", "n", "dtypes", "steps", "step",
+                 "written", "held", "why", "captured")
+
+    def valid(self, params, grads, state, momentum: bool) -> bool:
+        if state is not self.state or len(state) != self.state_len or momentum != self.momentum:
+            return False
+        try:
+            return list(map(_DATA_PTR, params)) == self.pptrs and list(map(_DATA_PTR, grads)) == self.gptrs
+        except RuntimeError:  # a tensor without storage (a sparse gradient): the checks of a rebuild say what
+            return False
+
+
 class _ClippedOptimizer(torch.optim.Optimizer):
     """What the two optimizers share: lazy state, grouping by device and dtype, the fused/reference dispatch."""
 
@@ -77,9 +117,17 @@ class _ClippedOptimizer(torch.optim.Optimizer):
     _uses_step = False  # whether the op takes the step count (Adam's bias corrections)
     _own_keys = ("clip_value",)  # param-group keys torch's optimizers do not have (kept across load_state_dict)
 
-    def __init__(self, params, defaults: dict, impl: str | None):
+    def __init__(self, params, defaults: dict, impl: str | None, cache_plan: bool = True):
         self.impl = _ops.resolve_impl(impl)
+        self.cache_plan = bool(cache_plan)
+        self._plans: dict[int, _GroupPlan] = {}
+        self._retired: list[torch.Tensor] = []
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._plans = {}  # plans hold raw addresses: never carried over by a copy or a pickle
+        self._retired = []
 
     def add_param_group(self, param_group: dict) -> None:
         """torch's add_param_group, refusing a parameter listed twice (torch only warns; the fused step would update
@@ -92,6 +140,8 @@ class _ClippedOptimizer(torch.optim.Optimizer):
                                  "once; list each parameter once")
             param_group = {**param_group, "params": params}
         super().add_param_group(param_group)
+        if hasattr(self, "_plans"):
+            self._forget_plans()
 
     # -- the parts each optimizer defines --
     def _check_group(self, group: dict) -> None:
@@ -108,6 +158,7 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         """torch's load_state_dict, keeping this optimizer's own options (clip_value) where the loaded groups lack
         them (a torch.optim.RMSprop / Adam checkpoint)."""
         own = [{k: g[k] for k in self._own_keys if k in g} for g in self.param_groups]
+        self._forget_plans()
         super().load_state_dict(state_dict)
         for group, keep in zip(self.param_groups, own):
             for key, value in keep.items():
@@ -147,8 +198,11 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             self._check_group(group)
+            if self._step_planned(index, group):
+                continue
+            self._forget_plans(index)  # the list path below advances the steps itself
             # (device, dtype, step) -> [params, grads, state lists...]; tensors the kernels cannot walk as one flat
             # array with their gradient and state (layouts that differ, or are not dense) go to the reference one by
             # one. Dense layouts that they share (channels_last) go to the kernels as permuted contiguous views.
@@ -189,6 +243,113 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         return loss
 
 
+    # -- the planned path: one op call per group and step --
+    def _forget_plans(self, index: int | None = None) -> None:
+        """Drops the plan of group `index` (None: every group), keeping the rows a CUDA graph captured alive."""
+        dropped = list(self._plans.values()) if index is None else [self._plans.get(index)]
+        for plan in dropped:
+            if plan is not None and plan.captured:
+                self._retired.append(plan.rows)
+        if index is None:
+            self._plans.clear()
+        else:
+            self._plans.pop(index, None)
+
+    def _momentum_on(self, group: dict) -> bool:
+        return False
+
+    def _call_planned(self, plan: _GroupPlan, group: dict) -> None:
+        raise NotImplementedError
+
+    def _step_planned(self, index: int, group: dict) -> bool:
+        """One step of `group` through its cached plan, built or rebuilt here when needed. False (nothing done) where
+        no plan applies: the reference, torch.compile, a parameter without gradient this step, parameters on
+        several devices, a device without the planned kernel, layouts the kernels cannot walk flat, Adam steps that
+        differ between parameters."""
+        params = group["params"]
+        if not params or not self.cache_plan or self.impl == "reference" or torch.compiler.is_compiling():
+            return False
+        grads = list(map(_GRAD, params))
+        if any(map(operator.is_, grads, itertools.repeat(None))):
+            return False
+        momentum = self._momentum_on(group)
+        plan = self._plans.get(index)
+        if plan is None or not plan.valid(params, grads, self.state, momentum):
+            if params[0].is_cuda and torch.cuda.is_current_stream_capturing():
+                return False  # a plan is copied to the device from pageable memory, which a capture refuses
+            if plan is not None and plan.captured:
+                self._retired.append(plan.rows)  # a captured graph still reads these rows when replayed
+            plan = self._plans[index] = self._build_plan(group, params, grads, momentum)
+        if plan.rows is None:
+            return False
+        if not plan.captured and params[0].is_cuda and torch.cuda.is_current_stream_capturing():
+            plan.captured = True
+        plan.steps.add_(1)
+        plan.step += 1
+        self._call_planned(plan, group)
+        torch._C._increment_version(plan.written)  # as the list ops' in-place schemas would
+        return True
+
+    def _build_plan(self, group: dict, params: list, grads: list, momentum: bool) -> _GroupPlan:
+        for p, grad in zip(params, grads):
+            self._check_param(p, grad)
+        plan = _GroupPlan()
+        plan.pptrs = list(map(_DATA_PTR, params))
+        plan.gptrs = list(map(_DATA_PTR, grads))
+        plan.momentum = momentum
+        plan.rows = None
+        plan.captured = False
+        plan.state = self.state
+        plan.state_len = len(self.state)
+        device = params[0].device
+        planned_op = "_adam_clip_planned_" if self._uses_step else "_rmsprop_clip_planned_"
+        if any(p.device != device for p in params):
+            plan.why = "parameters on several devices"
+            return plan
+        if not _ops.has_kernel(planned_op, device.type):
+            plan.why = f"no planned kernel for {device.type}"
+            return plan
+        states = []
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                self._init_state(state, p)
+            states.append(self._state_tensors(group, state, p))
+        steps = [self.state[p]["step"] for p in params]
+        values = torch.stack([s.detach().to("cpu", torch.float64).reshape(()) for s in steps]).tolist()
+        if self._uses_step and len(set(values)) > 1:
+            plan.why = "parameters at different step counts"
+            return plan
+        s1 = [t[0] for t in states]
+        s2 = [t[1] for t in states] if len(states[0]) > 1 else []
+        try:
+            rows = torch.ops.wgan_ext._optim_plan(params, grads, s1, s2)
+        except RuntimeError as exc:  # a layout the kernels cannot walk flat: the list path sorts it out
+            plan.why = str(exc)
+            plan.state_len = len(self.state)
+            return plan
+        # One step counter for the whole group: each parameter's state["step"] becomes a 0-d view of it, so that a
+        # step advances all of them with one add (state_dict and torch's optimizers see ordinary 0-d tensors).
+        buf = torch.tensor(values, dtype=steps[0].dtype)
+        for i, p in enumerate(params):
+            self.state[p]["step"] = buf[i]
+        plan.steps = buf
+        plan.step = int(values[0]) if values else 0
+        plan.rows = rows.to(device) if device.type != "cpu" else rows
+        plan.n = len(params)
+        plan.dtypes = sum(1 << code for code in {_CODES[p.dtype] for p in params})
+        plan.written = tuple(params) + tuple(s1) + tuple(s2)
+        # The parameters' and states' storages stay alive while the plan points at them (an address that still
+        # matches is then the same memory). The gradients are not held: autograd replaces them every backward with
+        # zero_grad(set_to_none=True), and holding the old ones would keep their memory from being reused at the
+        # same addresses; their addresses are checked before every step instead (autograd keeps a gradient's dtype
+        # and shape those of its parameter).
+        plan.held = tuple(t.untyped_storage() for t in plan.written)
+        plan.state_len = len(self.state)
+        plan.why = None
+        return plan
+
+
 class ClippedRMSprop(_ClippedOptimizer):
     """``torch.optim.RMSprop`` followed by clamping every parameter to [-clip_value, clip_value], fused.
 
@@ -202,6 +363,8 @@ class ClippedRMSprop(_ClippedOptimizer):
         centered: must be False (the centered variant is not fused; use torch.optim.RMSprop + wgan_ext.clip_).
         clip_value: clamp bound c > 0 (the paper's 0.01), or None for no clamp (then this is plain RMSprop).
         impl: "auto" (default, or $WGAN_EXT_IMPL), "fused" or "reference"; see ``wgan_ext._ops``.
+        cache_plan: keep each parameter group's launch plan between steps (default; see the module docstring);
+            False: pass the lists to the op on every step.
 
     Matches ``torch.optim.RMSprop(..., foreach=False)`` + ``p.clamp_(-c, c)`` to float rounding (float16/bfloat16
     are computed in float32 and rounded once, so they are closer to the exact result than torch's op-by-op
@@ -213,11 +376,11 @@ class ClippedRMSprop(_ClippedOptimizer):
 
     def __init__(self, params, lr: float = 5e-5, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0,
                  momentum: float = 0, centered: bool = False, clip_value: float | None = 0.01, *,
-                 impl: str | None = None):
+                 impl: str | None = None, cache_plan: bool = True):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
                         maximize=False, clip_value=clip_value)
         self._check_group(defaults)
-        super().__init__(params, defaults, impl)
+        super().__init__(params, defaults, impl, cache_plan)
 
     def _check_group(self, group: dict) -> None:
         if group.get("centered", False):
@@ -239,6 +402,14 @@ class ClippedRMSprop(_ClippedOptimizer):
             return [state["square_avg"], state["momentum_buffer"]]
         return [state["square_avg"]]
 
+    def _momentum_on(self, group: dict) -> bool:
+        return group["momentum"] > 0
+
+    def _call_planned(self, plan: _GroupPlan, group: dict) -> None:
+        torch.ops.wgan_ext._rmsprop_clip_planned_(
+            plan.rows, plan.n, plan.dtypes, float(group["lr"]), float(group["alpha"]), float(group["eps"]),
+            float(group["weight_decay"]), float(group["momentum"]), _clip_arg(group["clip_value"]))
+
     def _call(self, fn, group: dict, step: int, lists: list[list[torch.Tensor]]) -> None:
         params, grads, square_avgs = lists[0], lists[1], lists[2]
         buffers = lists[3] if len(lists) > 3 else []
@@ -259,6 +430,7 @@ class ClippedAdam(_ClippedOptimizer):
         amsgrad: must be False (not fused; use torch.optim.Adam(amsgrad=True) + wgan_ext.clip_).
         clip_value: clamp bound c > 0, or None for no clamp (then this is plain Adam).
         impl: "auto" | "fused" | "reference".
+        cache_plan: as for ``ClippedRMSprop``.
 
     Matches ``torch.optim.Adam(..., foreach=False)`` + ``p.clamp_(-c, c)`` to float rounding, bias corrections
     from each parameter's own ``step`` (parameters with different step counts, e.g. after loading a checkpoint, are
@@ -271,11 +443,11 @@ class ClippedAdam(_ClippedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, amsgrad: bool = False, clip_value: float | None = 0.01, *,
-                 impl: str | None = None):
+                 impl: str | None = None, cache_plan: bool = True):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=False,
                         clip_value=clip_value)
         self._check_group(defaults)
-        super().__init__(params, defaults, impl)
+        super().__init__(params, defaults, impl, cache_plan)
 
     def _check_group(self, group: dict) -> None:
         if group.get("amsgrad", False):
@@ -298,6 +470,12 @@ class ClippedAdam(_ClippedOptimizer):
 
     def _state_tensors(self, group: dict, state: dict, p: torch.Tensor) -> list[torch.Tensor]:
         return [state["exp_avg"], state["exp_avg_sq"]]
+
+    def _call_planned(self, plan: _GroupPlan, group: dict) -> None:
+        beta1, beta2 = group["betas"]
+        torch.ops.wgan_ext._adam_clip_planned_(
+            plan.rows, plan.n, plan.dtypes, float(group["lr"]), float(beta1), float(beta2), float(group["eps"]),
+            float(group["weight_decay"]), plan.step, _clip_arg(group["clip_value"]))
 
     def _call(self, fn, group: dict, step: int, lists: list[list[torch.Tensor]]) -> None:
         beta1, beta2 = group["betas"]

@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "../ops/clip.h"
 #include "../ops/fused_optim.h"
 
 namespace wgan_ext {
@@ -175,11 +176,90 @@ void adam_clip_step_cpu(Tensors params, Tensors grads, Tensors exp_avgs, Tensors
   });
 }
 
+// The same steps over a cached plan (optim_plan in csrc/ops/fused_optim.h): no per-tensor work on the host.
+ScalarType optim_dtype_of_code(int64_t code) {
+  switch (code) {
+    case 0: return kFloat;
+    case 1: return kDouble;
+    case 2: return kHalf;
+    default: return kBFloat16;
+  }
+}
+
+// Calls f(row, storage_t{}, T{}) for every row of a checked plan, in parallel over rows.
+template <typename F>
+void for_each_row(const Tensor& plan, const F& f) {
+  const int64_t* rows = plan.const_data_ptr<int64_t>();
+  const int64_t nrows = plan.size(0);
+  int64_t total = 0;
+  for (int64_t c = 0; c < nrows; ++c) total += rows[c * optim_plan::kCols + 4];
+  const int64_t grain = total < kSerialBelow ? std::max<int64_t>(nrows, 1) : 1;
+  torch::stable::parallel_for(0, nrows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t* r = rows + c * optim_plan::kCols;
+      dispatch_optim_dtype(optim_dtype_of_code(r[6]), [&](auto storage, auto compute) { f(r, storage, compute); });
+    }
+  });
+}
+
+template <typename storage_t>
+storage_t* row_ptr(int64_t address) {
+  return reinterpret_cast<storage_t*>(static_cast<uintptr_t>(address));
+}
+
+void rmsprop_clip_planned_cpu(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double alpha, double eps,
+                              double weight_decay, double momentum, std::optional<double> clip_value) {
+  constexpr const char* op = "wgan_ext::_rmsprop_clip_planned_";
+  check_rmsprop_args({}, {}, lr, alpha, eps, weight_decay, 0.0, clip_value);
+  WGAN_CHECK(momentum >= 0, op, ": momentum must be >= 0, got ", momentum);
+  const bool with_momentum = momentum > 0;
+  optim_plan::check(op, plan, num_tensors, dtypes, kChunk, with_momentum, DeviceType::CPU);
+  const auto h32 = make_rmsprop_hyper<float>(lr, alpha, eps, weight_decay, momentum, clip_value);
+  const auto h64 = make_rmsprop_hyper<double>(lr, alpha, eps, weight_decay, momentum, clip_value);
+  for_each_row(plan, [&](const int64_t* r, auto storage, auto compute) {
+    using storage_t = decltype(storage);
+    using T = decltype(compute);
+    const optim_math::RMSpropHyper<T>* h;
+    if constexpr (std::is_same_v<T, float>) h = &h32; else h = &h64;
+    if (with_momentum) {
+      rmsprop_chunk<true>(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(r[1]), row_ptr<storage_t>(r[2]),
+                          row_ptr<storage_t>(r[3]), r[4], *h);
+    } else {
+      rmsprop_chunk<false>(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(r[1]), row_ptr<storage_t>(r[2]),
+                           static_cast<storage_t*>(nullptr), r[4], *h);
+    }
+  });
+}
+
+void adam_clip_planned_cpu(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double beta1, double beta2,
+                           double eps, double weight_decay, int64_t step, std::optional<double> clip_value) {
+  constexpr const char* op = "wgan_ext::_adam_clip_planned_";
+  check_adam_args(lr, beta1, beta2, eps, weight_decay, step, clip_value);
+  optim_plan::check(op, plan, num_tensors, dtypes, kChunk, true, DeviceType::CPU);
+  const auto h32 = make_adam_hyper<float>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
+  const auto h64 = make_adam_hyper<double>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
+  for_each_row(plan, [&](const int64_t* r, auto storage, auto compute) {
+    using storage_t = decltype(storage);
+    using T = decltype(compute);
+    const optim_math::AdamHyper<T>* h;
+    if constexpr (std::is_same_v<T, float>) h = &h32; else h = &h64;
+    adam_chunk(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(r[1]), row_ptr<storage_t>(r[2]),
+               row_ptr<storage_t>(r[3]), r[4], *h);
+  });
+}
+
+Tensor optim_plan_cpu(Tensors params, Tensors grads, Tensors state1, Tensors state2) {
+  return optim_plan::make(params, grads, state1, state2, kChunk, DeviceType::CPU);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
   m.impl("rmsprop_clip_step_", TORCH_BOX(&rmsprop_clip_step_cpu));
   m.impl("adam_clip_step_", TORCH_BOX(&adam_clip_step_cpu));
+  m.impl("_optim_plan", TORCH_BOX(&optim_plan_cpu));
+  m.impl("_rmsprop_clip_planned_", TORCH_BOX(&rmsprop_clip_planned_cpu));
+  m.impl("_adam_clip_planned_", TORCH_BOX(&adam_clip_planned_cpu));
 }
 
 }  // namespace wgan_ext

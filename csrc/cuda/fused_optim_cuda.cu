@@ -15,6 +15,7 @@
 #include <optional>
 #include <vector>
 
+#include "../ops/clip.h"
 #include "../ops/fused_optim.h"
 #include "multi_tensor_apply.cuh"
 
@@ -160,11 +161,114 @@ void adam_clip_step_cuda(Tensors params, Tensors grads, Tensors exp_avgs, Tensor
   });
 }
 
+// The planned steps (optim_plan in csrc/ops/fused_optim.h): block b updates row b of the plan, which it reads from
+// device memory, so one launch covers every parameter whatever their number and dtypes. A row that breaks the
+// plan's rules (which the host cannot check without reading the plan back) is skipped as a whole block.
+struct PlannedRow {
+  void* data[4];
+  int n;
+  int64_t code;
+};
+
+__device__ __forceinline__ bool read_row(const int64_t* plan, int64_t num_tensors, int64_t dtypes, bool state2,
+                                         PlannedRow* row) {
+  const int64_t* r = plan + static_cast<int64_t>(blockIdx.x) * optim_plan::kCols;
+  const int64_t n = r[4], index = r[5], code = r[6];
+  if (r[0] == 0 || r[1] == 0 || r[2] == 0 || (state2 && r[3] == 0) || n < 1 || n > mta::kChunkSize || index < 0 ||
+      index >= num_tensors || code < 0 || code > 3 || !((dtypes >> code) & 1)) {
+    return false;
+  }
+  for (int d = 0; d < 4; ++d) row->data[d] = reinterpret_cast<void*>(static_cast<uintptr_t>(r[d]));
+  row->n = static_cast<int>(n);
+  row->code = code;
+  return true;
+}
+
+template <bool kMomentum>
+__global__ void __launch_bounds__(mta::kBlockSize) rmsprop_plan_kernel(const int64_t* __restrict__ plan,
+                                                                       int64_t num_tensors, int64_t dtypes,
+                                                                       optim_math::RMSpropHyper<float> h32,
+                                                                       optim_math::RMSpropHyper<double> h64) {
+  PlannedRow row;
+  if (!read_row(plan, num_tensors, dtypes, kMomentum, &row)) return;
+  switch (row.code) {
+    case 0: RMSpropFunctor<float, float, kMomentum>{}(row.data, 0, row.n, 0, h32); break;
+    case 1: RMSpropFunctor<double, double, kMomentum>{}(row.data, 0, row.n, 0, h64); break;
+    case 2: RMSpropFunctor<Half, float, kMomentum>{}(row.data, 0, row.n, 0, h32); break;
+    default: RMSpropFunctor<BFloat16, float, kMomentum>{}(row.data, 0, row.n, 0, h32); break;
+  }
+}
+
+__global__ void __launch_bounds__(mta::kBlockSize) adam_plan_kernel(const int64_t* __restrict__ plan,
+                                                                    int64_t num_tensors, int64_t dtypes,
+                                                                    optim_math::AdamHyper<float> h32,
+                                                                    optim_math::AdamHyper<double> h64) {
+  PlannedRow row;
+  if (!read_row(plan, num_tensors, dtypes, true, &row)) return;
+  switch (row.code) {
+    case 0: AdamFunctor<float, float>{}(row.data, 0, row.n, 0, h32); break;
+    case 1: AdamFunctor<double, double>{}(row.data, 0, row.n, 0, h64); break;
+    case 2: AdamFunctor<Half, float>{}(row.data, 0, row.n, 0, h32); break;
+    default: AdamFunctor<BFloat16, float>{}(row.data, 0, row.n, 0, h32); break;
+  }
+}
+
+// The launch geometry of a checked plan: one block per row.
+unsigned plan_blocks(const char* op, const Tensor& plan) {
+  const int64_t rows = plan.size(0);
+  WGAN_CHECK(rows <= 0x7fffffff, op, ": a plan of ", rows, " rows is more than one launch holds");
+  return static_cast<unsigned>(rows);
+}
+
+void rmsprop_clip_planned_cuda(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double alpha,
+                               double eps, double weight_decay, double momentum, std::optional<double> clip_value) {
+  constexpr const char* op = "wgan_ext::_rmsprop_clip_planned_";
+  check_rmsprop_args({}, {}, lr, alpha, eps, weight_decay, 0.0, clip_value);
+  WGAN_CHECK(momentum >= 0, op, ": momentum must be >= 0, got ", momentum);
+  optim_plan::check(op, plan, num_tensors, dtypes, mta::kChunkSize, momentum > 0, DeviceType::CUDA);
+  const unsigned blocks = plan_blocks(op, plan);
+  if (blocks == 0) return;
+  const DeviceGuard guard(plan.get_device_index());
+  const cudaStream_t stream = current_stream(plan);
+  const auto h32 = make_rmsprop_hyper<float>(lr, alpha, eps, weight_decay, momentum, clip_value);
+  const auto h64 = make_rmsprop_hyper<double>(lr, alpha, eps, weight_decay, momentum, clip_value);
+  const int64_t* rows = plan.const_data_ptr<int64_t>();
+  if (momentum > 0) {
+    rmsprop_plan_kernel<true><<<blocks, mta::kBlockSize, 0, stream>>>(rows, num_tensors, dtypes, h32, h64);
+  } else {
+    rmsprop_plan_kernel<false><<<blocks, mta::kBlockSize, 0, stream>>>(rows, num_tensors, dtypes, h32, h64);
+  }
+  WGAN_CUDA_LAUNCH_CHECK();
+}
+
+void adam_clip_planned_cuda(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double beta1, double beta2,
+                            double eps, double weight_decay, int64_t step, std::optional<double> clip_value) {
+  constexpr const char* op = "wgan_ext::_adam_clip_planned_";
+  check_adam_args(lr, beta1, beta2, eps, weight_decay, step, clip_value);
+  optim_plan::check(op, plan, num_tensors, dtypes, mta::kChunkSize, true, DeviceType::CUDA);
+  const unsigned blocks = plan_blocks(op, plan);
+  if (blocks == 0) return;
+  const DeviceGuard guard(plan.get_device_index());
+  const cudaStream_t stream = current_stream(plan);
+  const auto h32 = make_adam_hyper<float>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
+  const auto h64 = make_adam_hyper<double>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
+  adam_plan_kernel<<<blocks, mta::kBlockSize, 0, stream>>>(plan.const_data_ptr<int64_t>(), num_tensors, dtypes, h32,
+                                                           h64);
+  WGAN_CUDA_LAUNCH_CHECK();
+}
+
+Tensor optim_plan_cuda(Tensors params, Tensors grads, Tensors state1, Tensors state2) {
+  return optim_plan::make(params, grads, state1, state2, mta::kChunkSize, DeviceType::CUDA);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
   m.impl("rmsprop_clip_step_", TORCH_BOX(&rmsprop_clip_step_cuda));
   m.impl("adam_clip_step_", TORCH_BOX(&adam_clip_step_cuda));
+  m.impl("_optim_plan", TORCH_BOX(&optim_plan_cuda));
+  m.impl("_rmsprop_clip_planned_", TORCH_BOX(&rmsprop_clip_planned_cuda));
+  m.impl("_adam_clip_planned_", TORCH_BOX(&adam_clip_planned_cuda));
 }
 
 }  // namespace wgan_ext

@@ -125,16 +125,21 @@ Tensor make(const Tensors& tensors, int64_t chunk, DeviceType device) {
   return plan;
 }
 
-int64_t check(const Tensor& plan, int64_t num_tensors, int64_t dtypes, int64_t chunk, DeviceType device) {
-  constexpr const char* op = "wgan_ext::_clip_planned_";
+void check_header(const char* op, const char* maker, const Tensor& plan, int64_t cols, int64_t num_tensors,
+                  int64_t dtypes, DeviceType device) {
   WGAN_CHECK(plan.defined() && is_strided(plan) && dtype_of(plan) == kLong && plan.dim() == 2 &&
-                 plan.size(1) == kCols && plan.is_contiguous(),
-             op, ": plan must be a contiguous int64 tensor of shape (rows, ", kCols, ") made by _clip_plan");
+                 plan.size(1) == cols && plan.is_contiguous(),
+             op, ": plan must be a contiguous int64 tensor of shape (rows, ", cols, ") made by ", maker);
   WGAN_CHECK(is_device_type(device_key(plan), device), op, ": expected the plan on ", device_type_name(device),
              ", got ", device_of(plan));
   WGAN_CHECK(num_tensors >= 0, op, ": num_tensors must be >= 0, got ", num_tensors);
   WGAN_CHECK(dtypes > 0 && dtypes <= kAllDtypes, op, ": dtypes must be a mask of the codes 0-3 (float32, float64, "
              "float16, bfloat16), got ", dtypes);
+}
+
+int64_t check(const Tensor& plan, int64_t num_tensors, int64_t dtypes, int64_t chunk, DeviceType device) {
+  constexpr const char* op = "wgan_ext::_clip_planned_";
+  check_header(op, "_clip_plan", plan, kCols, num_tensors, dtypes, device);
   if (device != DeviceType::CPU) return 0;
   const int64_t* r = plan.const_data_ptr<int64_t>();
   int64_t total = 0;

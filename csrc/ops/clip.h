@@ -73,6 +73,12 @@ inline int64_t code_of(ScalarType t) {
 // tensors have no rows.
 Tensor make(const Tensors& tensors, int64_t chunk, DeviceType device);
 
+// The checks every plan (this one, optim_plan's) passes before a planned kernel reads it: an int64 contiguous tensor
+// of shape (rows, cols) on `device`, num_tensors >= 0, dtypes a non-empty mask of the four codes. `maker` names the
+// op that makes such plans, for the message.
+void check_header(const char* op, const char* maker, const Tensor& plan, int64_t cols, int64_t num_tensors,
+                  int64_t dtypes, DeviceType device);
+
 // Checks what the planned kernels rely on before they read `plan`: int64, contiguous, (rows, kCols), on `device`;
 // num_tensors >= 0; dtypes a non-empty mask of the four codes. On the CPU (where the rows can be read without a
 // device round trip) also every row: element count in [1, chunk], tensor index in [0, num_tensors), dtype in the

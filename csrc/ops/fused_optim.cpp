@@ -1,5 +1,11 @@
 #include "fused_optim.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "clip.h"
+
 #include <cmath>
 
 namespace wgan_ext {
@@ -130,5 +136,49 @@ template optim_math::AdamHyper<float> make_adam_hyper<float>(double, double, dou
                                                              std::optional<double>);
 template optim_math::AdamHyper<double> make_adam_hyper<double>(double, double, double, double, double, int64_t,
                                                                std::optional<double>);
+
+namespace optim_plan {
+
+Tensor make(const Tensors& params, const Tensors& grads, const Tensors& state1, const Tensors& state2, int64_t chunk,
+            DeviceType device) {
+  constexpr const char* op = "wgan_ext::_optim_plan";
+  WGAN_CHECK(chunk >= 1, op, ": chunk must be >= 1, got ", chunk);
+  check_optim_tensors(op, params, grads, state1, "state", state2, "second state", false, device);
+  const bool with_state2 = !state2.empty();
+  std::vector<int64_t> rows;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ScalarType dtype = dtype_of(params[i]);
+    const int64_t item = dtype == kDouble ? 8 : (dtype == kFloat ? 4 : 2);
+    const int64_t n = params[i].numel();
+    auto address = [](const Tensor& t) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(t.data_ptr())); };
+    const int64_t p = n ? address(params[i]) : 0, g = n ? address(grads[i]) : 0, s1 = n ? address(state1[i]) : 0;
+    const int64_t s2 = n && with_state2 ? address(state2[i]) : 0;
+    for (int64_t start = 0; start < n; start += chunk) {
+      const int64_t off = start * item;
+      rows.insert(rows.end(), {p + off, g + off, s1 + off, s2 ? s2 + off : 0, std::min(chunk, n - start),
+                               static_cast<int64_t>(i), clip_plan::code_of(dtype)});
+    }
+  }
+  const int64_t nrows = static_cast<int64_t>(rows.size()) / kCols;
+  Tensor plan = torch::stable::empty({nrows, kCols}, kLong);
+  if (!rows.empty()) std::copy(rows.begin(), rows.end(), plan.mutable_data_ptr<int64_t>());
+  return plan;
+}
+
+void check(const char* op, const Tensor& plan, int64_t num_tensors, int64_t dtypes, int64_t chunk,
+           bool state2_required, DeviceType device) {
+  clip_plan::check_header(op, "_optim_plan", plan, kCols, num_tensors, dtypes, device);
+  if (device != DeviceType::CPU) return;
+  const int64_t* r = plan.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < plan.size(0); ++i, r += kCols) {
+    WGAN_CHECK(r[0] != 0 && r[1] != 0 && r[2] != 0 && (!state2_required || r[3] != 0) && r[4] >= 1 &&
+                   r[4] <= chunk && r[5] >= 0 && r[5] < num_tensors && r[6] >= 0 && r[6] <= 3 &&
+                   ((dtypes >> r[6]) & 1),
+               op, ": row ", i, " of the plan is not one _optim_plan makes for ", num_tensors, " tensors",
+               state2_required ? " with two states" : "");
+  }
+}
+
+}  // namespace optim_plan
 
 }  // namespace wgan_ext

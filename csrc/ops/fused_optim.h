@@ -48,4 +48,26 @@ template <typename T>
 optim_math::AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, double eps, double weight_decay,
                                           int64_t step, std::optional<double> clip_value);
 
+// A cached launch plan of a fused optimizer step (ClippedRMSprop / ClippedAdam keep one per parameter group,
+// wgan_ext/optim.py): one row per chunk of every parameter, kCols int64 each: the addresses of the chunk's first
+// element in the parameter, its gradient and its one or two state tensors (0 where there is no second state), the
+// chunk's element count, the parameter's position in the list, and its dtype code (clip_plan::code_of). A plan holds
+// raw addresses: its owner keeps the tensors alive and checks before each step that none has moved.
+namespace optim_plan {
+
+constexpr int64_t kCols = 7;
+
+// The plan of these lists (checked as the fused steps check them: same device, dtype, shape and dense layout for
+// a parameter and its companions), cut into chunks of at most `chunk` elements; an int64 CPU tensor (rows, kCols).
+// state2 may be empty (RMSprop without momentum).
+Tensor make(const Tensors& params, const Tensors& grads, const Tensors& state1, const Tensors& state2, int64_t chunk,
+            DeviceType device);
+
+// Checks what the planned kernels rely on before they read `plan` (see clip_plan::check): on the CPU also every row,
+// its pointers non-null (the second state's too when `state2_required`).
+void check(const char* op, const Tensor& plan, int64_t num_tensors, int64_t dtypes, int64_t chunk,
+           bool state2_required, DeviceType device);
+
+}  // namespace optim_plan
+
 }  // namespace wgan_ext

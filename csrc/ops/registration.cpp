@@ -169,6 +169,16 @@ STABLE_TORCH_LIBRARY(wgan_ext, m) {
   // (1 on the first step), then the clamp, in one pass.
   m.def("adam_clip_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
         "float lr, float beta1, float beta2, float eps, float weight_decay, int step, float? clip_value) -> ()");
+  // A cached launch plan of the fused optimizer steps for lists that do not change between steps (ClippedRMSprop and
+  // ClippedAdam keep one per parameter group): one row per chunk (csrc/ops/fused_optim.h, optim_plan), an int64 CPU
+  // tensor. state2: [] for RMSprop without momentum. Holds raw addresses, as _clip_plan.
+  m.def("_optim_plan(Tensor[] params, Tensor[] grads, Tensor[] state1, Tensor[] state2) -> Tensor");
+  // rmsprop_clip_step_ / adam_clip_step_ over a plan moved to the tensors' device: one pass, one CUDA launch. The
+  // written tensors are not in the schema (never traced; the optimizers bump their version counters).
+  m.def("_rmsprop_clip_planned_(Tensor plan, int num_tensors, int dtypes, float lr, float alpha, float eps, "
+        "float weight_decay, float momentum, float? clip_value) -> ()");
+  m.def("_adam_clip_planned_(Tensor plan, int num_tensors, int dtypes, float lr, float beta1, float beta2, "
+        "float eps, float weight_decay, int step, float? clip_value) -> ()");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str");
   // Distinct threads that ran a parallel_for of `tasks` tasks (are the CPU kernels parallel?); for tests.
