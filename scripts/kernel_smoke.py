@@ -112,13 +112,13 @@ def planned_cases(device) -> None:
         sq, mom = [torch.rand_like(t) * 0.01 for t in p], [torch.zeros_like(t) for t in p]
         rp, rsq, rmom = [t.clone() for t in p], [t.clone() for t in sq], [t.clone() for t in mom]
         plan = OPS._optim_plan(p, g, sq, mom).to(device)
-        OPS._rmsprop_clip_planned_(plan, len(p), 0xF, 1e-3, 0.99, 1e-8, 1e-4, 0.9, 0.01)
+        OPS._rmsprop_clip_planned_(plan, None, len(p), 0xF, 1e-3, 0.99, 1e-8, 1e-4, 0.9, 0.01)
         ref.rmsprop_clip_step_(rp, g, rsq, rmom, 1e-3, 0.99, 1e-8, 1e-4, 0.9, 0.01)
         check(f"_rmsprop_clip_planned_ {dtype}", p + sq + mom, rp + rsq + rmom, tol, tol)
         m, v = [torch.zeros_like(t) for t in p], [torch.rand_like(t) * 0.01 for t in p]
         rp, rm, rv = [t.clone() for t in p], [t.clone() for t in m], [t.clone() for t in v]
         plan = OPS._optim_plan(p, g, m, v).to(device)
-        OPS._adam_clip_planned_(plan, len(p), 0xF, 1e-3, 0.5, 0.9, 1e-8, 0.0, 3, None)
+        OPS._adam_clip_planned_(plan, None, len(p), 0xF, 1e-3, 0.5, 0.9, 1e-8, 0.0, 3, None)
         ref.adam_clip_step_(rp, g, rm, rv, 1e-3, 0.5, 0.9, 1e-8, 0.0, 3, None)
         check(f"_adam_clip_planned_ {dtype}", p + m + v, rp + rm + rv, tol, tol)
 

@@ -15,8 +15,10 @@ optimizers and back.
 Each parameter group keeps a launch plan between steps (the addresses and chunks of every parameter, gradient and
 state tensor, on the parameters' device): a step is then one op call whatever the number of parameters, plus three
 passes over the lists in torch's C code (gather the gradients; have parameters or gradients moved?; bump the
-version counters of what was written). Anything that moves a tensor (``zero_grad(set_to_none=True)`` followed by a
-backward that allocates new gradients elsewhere, ``.data`` reassigned, ``.to()``, ``load_state_dict``, a cleared
+version counters of what was written). Gradients that a backward after ``zero_grad(set_to_none=True)`` allocated
+elsewhere are followed: a CPU plan takes their addresses in a small tensor (after checking that they have their
+parameters' strides), a CUDA plan is rebuilt (on a GPU the caching allocator usually hands the same addresses out
+again). Anything else that moves a tensor (``.data`` reassigned, ``.to()``, ``load_state_dict``, a cleared
 ``state``, momentum switched on) rebuilds the plan on the next step; a step where some parameter has no gradient,
 parameters on several devices, or layouts the kernels cannot walk flat go through the per-list path. Each
 parameter's ``state["step"]`` becomes a 0-d view of one per-group counter (one add per step). Not noticed: a state
@@ -85,6 +87,7 @@ def _flat_views(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
 
 _GRAD = operator.attrgetter("grad")
 _DATA_PTR = torch.Tensor.data_ptr
+_STRIDE = torch.Tensor.stride
 _CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
@@ -97,16 +100,30 @@ class _GroupPlan:
     exists. ``rows`` is None when the group cannot be planned (the reason is kept; the step then goes through the
     list ops until something moves)."""
 
-    __slots__ = ("pptrs", "gptrs", "state", "state_len", "momentum", "rows", "n", "dtypes", "steps", "step",
-                 "written", "held", "why", "captured")
+    __slots__ = ("pptrs", "gptrs", "pstrides", "grad_ptrs", "state", "state_len", "momentum", "rows", "n", "dtypes",
+                 "steps", "step", "written", "held", "why", "captured")
 
-    def valid(self, params, grads, state, momentum: bool) -> bool:
+    def params_valid(self, params, state, momentum: bool) -> bool:
+        """Whether the parameters and states are those planned (the gradients are checked apart)."""
         if state is not self.state or len(state) != self.state_len or momentum != self.momentum:
             return False
+        return list(map(_DATA_PTR, params)) == self.pptrs
+
+    def follow_grads(self, grads) -> bool:
+        """Whether this step's gradients can be used: where the plan has them, or (CPU plans) anywhere with their
+        parameters' strides, their addresses then handed to the op in `grad_ptrs` (autograd keeps a gradient's dtype
+        and shape those of its parameter). False: rebuild."""
         try:
-            return list(map(_DATA_PTR, params)) == self.pptrs and list(map(_DATA_PTR, grads)) == self.gptrs
+            gptrs = list(map(_DATA_PTR, grads))
         except RuntimeError:  # a tensor without storage (a sparse gradient): the checks of a rebuild say what
             return False
+        if gptrs == self.gptrs:
+            return True
+        if self.grad_ptrs is None or list(map(_STRIDE, grads)) != self.pstrides:
+            return False
+        self.gptrs = gptrs
+        self.grad_ptrs = torch.tensor(gptrs, dtype=torch.int64)
+        return True
 
 
 class _ClippedOptimizer(torch.optim.Optimizer):
@@ -202,7 +219,9 @@ class _ClippedOptimizer(torch.optim.Optimizer):
             self._check_group(group)
             if self._step_planned(index, group):
                 continue
-            self._forget_plans(index)  # the list path below advances the steps itself
+            plan = self._plans.get(index)
+            if plan is not None and plan.rows is not None:
+                self._forget_plans(index)  # the list path below advances the steps itself
             # (device, dtype, step) -> [params, grads, state lists...]; tensors the kernels cannot walk as one flat
             # array with their gradient and state (layouts that differ, or are not dense) go to the reference one by
             # one. Dense layouts that they share (channels_last) go to the kernels as permuted contiguous views.
@@ -274,7 +293,7 @@ class _ClippedOptimizer(torch.optim.Optimizer):
             return False
         momentum = self._momentum_on(group)
         plan = self._plans.get(index)
-        if plan is None or not plan.valid(params, grads, self.state, momentum):
+        if plan is None or not plan.params_valid(params, self.state, momentum) or not plan.follow_grads(grads):
             if params[0].is_cuda and torch.cuda.is_current_stream_capturing():
                 return False  # a plan is copied to the device from pageable memory, which a capture refuses
             if plan is not None and plan.captured:
@@ -296,6 +315,8 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         plan = _GroupPlan()
         plan.pptrs = list(map(_DATA_PTR, params))
         plan.gptrs = list(map(_DATA_PTR, grads))
+        plan.pstrides = list(map(_STRIDE, params))
+        plan.grad_ptrs = None
         plan.momentum = momentum
         plan.rows = None
         plan.captured = False
@@ -316,7 +337,9 @@ class _ClippedOptimizer(torch.optim.Optimizer):
                 self._init_state(state, p)
             states.append(self._state_tensors(group, state, p))
         steps = [self.state[p]["step"] for p in params]
-        values = torch.stack([s.detach().to("cpu", torch.float64).reshape(()) for s in steps]).tolist()
+        # the step counts live on the host (load_state_dict brings a GPU-held one back once): reading them waits
+        # for no device, and numpy() would refuse a device tensor rather than synchronize
+        values = torch.stack([s.detach().to(torch.float64).reshape(()) for s in steps]).numpy().tolist()
         if self._uses_step and len(set(values)) > 1:
             plan.why = "parameters at different step counts"
             return plan
@@ -336,6 +359,8 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         plan.steps = buf
         plan.step = int(values[0]) if values else 0
         plan.rows = rows.to(device) if device.type != "cpu" else rows
+        if device.type == "cpu":  # gradients that move are followed without a rebuild (CUDA plans rebuild)
+            plan.grad_ptrs = torch.tensor(plan.gptrs, dtype=torch.int64)
         plan.n = len(params)
         plan.dtypes = sum(1 << code for code in {_CODES[p.dtype] for p in params})
         plan.written = tuple(params) + tuple(s1) + tuple(s2)
@@ -407,7 +432,7 @@ class ClippedRMSprop(_ClippedOptimizer):
 
     def _call_planned(self, plan: _GroupPlan, group: dict) -> None:
         torch.ops.wgan_ext._rmsprop_clip_planned_(
-            plan.rows, plan.n, plan.dtypes, float(group["lr"]), float(group["alpha"]), float(group["eps"]),
+            plan.rows, plan.grad_ptrs, plan.n, plan.dtypes, float(group["lr"]), float(group["alpha"]), float(group["eps"]),
             float(group["weight_decay"]), float(group["momentum"]), _clip_arg(group["clip_value"]))
 
     def _call(self, fn, group: dict, step: int, lists: list[list[torch.Tensor]]) -> None:
@@ -474,7 +499,7 @@ class ClippedAdam(_ClippedOptimizer):
     def _call_planned(self, plan: _GroupPlan, group: dict) -> None:
         beta1, beta2 = group["betas"]
         torch.ops.wgan_ext._adam_clip_planned_(
-            plan.rows, plan.n, plan.dtypes, float(group["lr"]), float(beta1), float(beta2), float(group["eps"]),
+            plan.rows, plan.grad_ptrs, plan.n, plan.dtypes, float(group["lr"]), float(beta1), float(beta2), float(group["eps"]),
             float(group["weight_decay"]), plan.step, _clip_arg(group["clip_value"]))
 
     def _call(self, fn, group: dict, step: int, lists: list[list[torch.Tensor]]) -> None:

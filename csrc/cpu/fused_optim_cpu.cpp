@@ -186,9 +186,10 @@ ScalarType optim_dtype_of_code(int64_t code) {
   }
 }
 
-// Calls f(row, storage_t{}, T{}) for every row of a checked plan, in parallel over rows.
+// Calls f(row, gradient address, storage_t{}, T{}) for every row of a checked plan, in parallel over rows; the
+// gradient's address from `grads` (one per tensor, plus the row's offset) when given, else from the row.
 template <typename F>
-void for_each_row(const Tensor& plan, const F& f) {
+void for_each_row(const Tensor& plan, const int64_t* grads, const F& f) {
   const int64_t* rows = plan.const_data_ptr<int64_t>();
   const int64_t nrows = plan.size(0);
   int64_t total = 0;
@@ -197,7 +198,8 @@ void for_each_row(const Tensor& plan, const F& f) {
   torch::stable::parallel_for(0, nrows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t* r = rows + c * optim_plan::kCols;
-      dispatch_optim_dtype(optim_dtype_of_code(r[6]), [&](auto storage, auto compute) { f(r, storage, compute); });
+      const int64_t g = grads ? grads[r[5]] + r[7] : r[1];
+      dispatch_optim_dtype(optim_dtype_of_code(r[6]), [&](auto storage, auto compute) { f(r, g, storage, compute); });
     }
   });
 }
@@ -207,43 +209,47 @@ storage_t* row_ptr(int64_t address) {
   return reinterpret_cast<storage_t*>(static_cast<uintptr_t>(address));
 }
 
-void rmsprop_clip_planned_cpu(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double alpha, double eps,
-                              double weight_decay, double momentum, std::optional<double> clip_value) {
+void rmsprop_clip_planned_cpu(Tensor plan, std::optional<Tensor> grad_ptrs, int64_t num_tensors, int64_t dtypes,
+                              double lr, double alpha, double eps, double weight_decay, double momentum,
+                              std::optional<double> clip_value) {
   constexpr const char* op = "wgan_ext::_rmsprop_clip_planned_";
   check_rmsprop_args({}, {}, lr, alpha, eps, weight_decay, 0.0, clip_value);
   WGAN_CHECK(momentum >= 0, op, ": momentum must be >= 0, got ", momentum);
   const bool with_momentum = momentum > 0;
   optim_plan::check(op, plan, num_tensors, dtypes, kChunk, with_momentum, DeviceType::CPU);
+  const int64_t* grads = grad_ptrs ? optim_plan::check_grad_ptrs(op, plan, *grad_ptrs, num_tensors) : nullptr;
   const auto h32 = make_rmsprop_hyper<float>(lr, alpha, eps, weight_decay, momentum, clip_value);
   const auto h64 = make_rmsprop_hyper<double>(lr, alpha, eps, weight_decay, momentum, clip_value);
-  for_each_row(plan, [&](const int64_t* r, auto storage, auto compute) {
+  for_each_row(plan, grads, [&](const int64_t* r, int64_t g, auto storage, auto compute) {
     using storage_t = decltype(storage);
     using T = decltype(compute);
     const optim_math::RMSpropHyper<T>* h;
     if constexpr (std::is_same_v<T, float>) h = &h32; else h = &h64;
     if (with_momentum) {
-      rmsprop_chunk<true>(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(r[1]), row_ptr<storage_t>(r[2]),
+      rmsprop_chunk<true>(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(g), row_ptr<storage_t>(r[2]),
                           row_ptr<storage_t>(r[3]), r[4], *h);
     } else {
-      rmsprop_chunk<false>(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(r[1]), row_ptr<storage_t>(r[2]),
+      rmsprop_chunk<false>(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(g), row_ptr<storage_t>(r[2]),
                            static_cast<storage_t*>(nullptr), r[4], *h);
     }
   });
 }
 
-void adam_clip_planned_cpu(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double beta1, double beta2,
-                           double eps, double weight_decay, int64_t step, std::optional<double> clip_value) {
+void adam_clip_planned_cpu(Tensor plan, std::optional<Tensor> grad_ptrs, int64_t num_tensors, int64_t dtypes,
+                           double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                           std::optional<double> clip_value) {
   constexpr const char* op = "wgan_ext::_adam_clip_planned_";
   check_adam_args(lr, beta1, beta2, eps, weight_decay, step, clip_value);
   optim_plan::check(op, plan, num_tensors, dtypes, kChunk, true, DeviceType::CPU);
+  const int64_t* grads = grad_ptrs ? optim_plan::check_grad_ptrs(op, plan, *grad_ptrs, num_tensors) : nullptr;
   const auto h32 = make_adam_hyper<float>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
   const auto h64 = make_adam_hyper<double>(lr, beta1, beta2, eps, weight_decay, step, clip_value);
-  for_each_row(plan, [&](const int64_t* r, auto storage, auto compute) {
+  for_each_row(plan, grads, [&](const int64_t* r, int64_t g, auto storage, auto compute) {
     using storage_t = decltype(storage);
     using T = decltype(compute);
     const optim_math::AdamHyper<T>* h;
     if constexpr (std::is_same_v<T, float>) h = &h32; else h = &h64;
-    adam_chunk(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(r[1]), row_ptr<storage_t>(r[2]),
+    adam_chunk(row_ptr<storage_t>(r[0]), row_ptr<const storage_t>(g), row_ptr<storage_t>(r[2]),
                row_ptr<storage_t>(r[3]), r[4], *h);
   });
 }

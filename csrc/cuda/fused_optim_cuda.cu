@@ -175,7 +175,7 @@ __device__ __forceinline__ bool read_row(const int64_t* plan, int64_t num_tensor
   const int64_t* r = plan + static_cast<int64_t>(blockIdx.x) * optim_plan::kCols;
   const int64_t n = r[4], index = r[5], code = r[6];
   if (r[0] == 0 || r[1] == 0 || r[2] == 0 || (state2 && r[3] == 0) || n < 1 || n > mta::kChunkSize || index < 0 ||
-      index >= num_tensors || code < 0 || code > 3 || !((dtypes >> code) & 1)) {
+      index >= num_tensors || code < 0 || code > 3 || !((dtypes >> code) & 1) || r[7] < 0) {
     return false;
   }
   for (int d = 0; d < 4; ++d) row->data[d] = reinterpret_cast<void*>(static_cast<uintptr_t>(r[d]));
@@ -220,9 +220,16 @@ unsigned plan_blocks(const char* op, const Tensor& plan) {
   return static_cast<unsigned>(rows);
 }
 
-void rmsprop_clip_planned_cuda(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double alpha,
-                               double eps, double weight_decay, double momentum, std::optional<double> clip_value) {
+void check_no_grad_ptrs(const char* op, const std::optional<Tensor>& grad_ptrs) {
+  WGAN_CHECK(!grad_ptrs.has_value(), op, ": grad_ptrs is for CPU plans; a CUDA plan holds its gradients' addresses "
+             "(rebuild it when they move)");
+}
+
+void rmsprop_clip_planned_cuda(Tensor plan, std::optional<Tensor> grad_ptrs, int64_t num_tensors, int64_t dtypes,
+                               double lr, double alpha, double eps, double weight_decay, double momentum,
+                               std::optional<double> clip_value) {
   constexpr const char* op = "wgan_ext::_rmsprop_clip_planned_";
+  check_no_grad_ptrs(op, grad_ptrs);
   check_rmsprop_args({}, {}, lr, alpha, eps, weight_decay, 0.0, clip_value);
   WGAN_CHECK(momentum >= 0, op, ": momentum must be >= 0, got ", momentum);
   optim_plan::check(op, plan, num_tensors, dtypes, mta::kChunkSize, momentum > 0, DeviceType::CUDA);
@@ -241,9 +248,11 @@ void rmsprop_clip_planned_cuda(Tensor plan, int64_t num_tensors, int64_t dtypes,
   WGAN_CUDA_LAUNCH_CHECK();
 }
 
-void adam_clip_planned_cuda(Tensor plan, int64_t num_tensors, int64_t dtypes, double lr, double beta1, double beta2,
-                            double eps, double weight_decay, int64_t step, std::optional<double> clip_value) {
+void adam_clip_planned_cuda(Tensor plan, std::optional<Tensor> grad_ptrs, int64_t num_tensors, int64_t dtypes,
+                            double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                            std::optional<double> clip_value) {
   constexpr const char* op = "wgan_ext::_adam_clip_planned_";
+  check_no_grad_ptrs(op, grad_ptrs);
   check_adam_args(lr, beta1, beta2, eps, weight_decay, step, clip_value);
   optim_plan::check(op, plan, num_tensors, dtypes, mta::kChunkSize, true, DeviceType::CUDA);
   const unsigned blocks = plan_blocks(op, plan);

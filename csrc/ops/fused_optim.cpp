@@ -156,7 +156,7 @@ Tensor make(const Tensors& params, const Tensors& grads, const Tensors& state1, 
     for (int64_t start = 0; start < n; start += chunk) {
       const int64_t off = start * item;
       rows.insert(rows.end(), {p + off, g + off, s1 + off, s2 ? s2 + off : 0, std::min(chunk, n - start),
-                               static_cast<int64_t>(i), clip_plan::code_of(dtype)});
+                               static_cast<int64_t>(i), clip_plan::code_of(dtype), off});
     }
   }
   const int64_t nrows = static_cast<int64_t>(rows.size()) / kCols;
@@ -173,10 +173,23 @@ void check(const char* op, const Tensor& plan, int64_t num_tensors, int64_t dtyp
   for (int64_t i = 0; i < plan.size(0); ++i, r += kCols) {
     WGAN_CHECK(r[0] != 0 && r[1] != 0 && r[2] != 0 && (!state2_required || r[3] != 0) && r[4] >= 1 &&
                    r[4] <= chunk && r[5] >= 0 && r[5] < num_tensors && r[6] >= 0 && r[6] <= 3 &&
-                   ((dtypes >> r[6]) & 1),
+                   ((dtypes >> r[6]) & 1) && r[7] >= 0,
                op, ": row ", i, " of the plan is not one _optim_plan makes for ", num_tensors, " tensors",
                state2_required ? " with two states" : "");
   }
+}
+
+const int64_t* check_grad_ptrs(const char* op, const Tensor& plan, const Tensor& grad_ptrs, int64_t num_tensors) {
+  WGAN_CHECK(is_strided(grad_ptrs) && dtype_of(grad_ptrs) == kLong && grad_ptrs.dim() == 1 &&
+                 grad_ptrs.numel() == num_tensors && grad_ptrs.is_contiguous() &&
+                 is_device_type(device_key(grad_ptrs), DeviceType::CPU),
+             op, ": grad_ptrs must be a contiguous int64 CPU tensor of num_tensors (", num_tensors, ") addresses");
+  const int64_t* g = grad_ptrs.const_data_ptr<int64_t>();
+  const int64_t* r = plan.const_data_ptr<int64_t>();  // checked before: every row's index is < num_tensors
+  for (int64_t i = 0; i < plan.size(0); ++i, r += kCols) {
+    WGAN_CHECK(g[r[5]] != 0, op, ": grad_ptrs: the gradient address of tensor ", r[5], " is null");
+  }
+  return g;
 }
 
 }  // namespace optim_plan

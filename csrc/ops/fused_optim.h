@@ -51,11 +51,14 @@ optim_math::AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, 
 // A cached launch plan of a fused optimizer step (ClippedRMSprop / ClippedAdam keep one per parameter group,
 // wgan_ext/optim.py): one row per chunk of every parameter, kCols int64 each: the addresses of the chunk's first
 // element in the parameter, its gradient and its one or two state tensors (0 where there is no second state), the
-// chunk's element count, the parameter's position in the list, and its dtype code (clip_plan::code_of). A plan holds
-// raw addresses: its owner keeps the tensors alive and checks before each step that none has moved.
+// chunk's element count, the parameter's position in the list, its dtype code (clip_plan::code_of), and the chunk's
+// byte offset in its tensor. A plan holds raw addresses: its owner keeps the tensors alive and checks before each
+// step that none has moved. On the CPU the gradients' column can be overridden per step by `grad_ptrs` (the first
+// address of each parameter's gradient; the chunk's gradient is then grad_ptrs[index] + offset): autograd allocates
+// new gradients at every backward after zero_grad(set_to_none=True), and the rest of the plan stays.
 namespace optim_plan {
 
-constexpr int64_t kCols = 7;
+constexpr int64_t kCols = 8;
 
 // The plan of these lists (checked as the fused steps check them: same device, dtype, shape and dense layout for
 // a parameter and its companions), cut into chunks of at most `chunk` elements; an int64 CPU tensor (rows, kCols).
@@ -67,6 +70,10 @@ Tensor make(const Tensors& params, const Tensors& grads, const Tensors& state1, 
 // its pointers non-null (the second state's too when `state2_required`).
 void check(const char* op, const Tensor& plan, int64_t num_tensors, int64_t dtypes, int64_t chunk,
            bool state2_required, DeviceType device);
+
+// Checks `grad_ptrs` against a checked CPU plan: a contiguous int64 CPU tensor of num_tensors addresses, non-zero
+// for every tensor the plan has rows for (an empty tensor's gradient has no address). Returns its data.
+const int64_t* check_grad_ptrs(const char* op, const Tensor& plan, const Tensor& grad_ptrs, int64_t num_tensors);
 
 }  // namespace optim_plan
 

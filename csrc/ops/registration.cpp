@@ -174,11 +174,12 @@ STABLE_TORCH_LIBRARY(wgan_ext, m) {
   // tensor. state2: [] for RMSprop without momentum. Holds raw addresses, as _clip_plan.
   m.def("_optim_plan(Tensor[] params, Tensor[] grads, Tensor[] state1, Tensor[] state2) -> Tensor");
   // rmsprop_clip_step_ / adam_clip_step_ over a plan moved to the tensors' device: one pass, one CUDA launch. The
-  // written tensors are not in the schema (never traced; the optimizers bump their version counters).
-  m.def("_rmsprop_clip_planned_(Tensor plan, int num_tensors, int dtypes, float lr, float alpha, float eps, "
-        "float weight_decay, float momentum, float? clip_value) -> ()");
-  m.def("_adam_clip_planned_(Tensor plan, int num_tensors, int dtypes, float lr, float beta1, float beta2, "
-        "float eps, float weight_decay, int step, float? clip_value) -> ()");
+  // written tensors are not in the schema (never traced; the optimizers bump their version counters). grad_ptrs
+  // (CPU plans only): each parameter's gradient address this step, in place of the plan's.
+  m.def("_rmsprop_clip_planned_(Tensor plan, Tensor? grad_ptrs, int num_tensors, int dtypes, float lr, float alpha, "
+        "float eps, float weight_decay, float momentum, float? clip_value) -> ()");
+  m.def("_adam_clip_planned_(Tensor plan, Tensor? grad_ptrs, int num_tensors, int dtypes, float lr, float beta1, "
+        "float beta2, float eps, float weight_decay, int step, float? clip_value) -> ()");
   // "key=value;..." description of how this library was built (torch version, CUDA runtime and archs).
   m.def("_build_info() -> str");
   // Distinct threads that ran a parallel_for of `tasks` tasks (are the CPU kernels parallel?); for tests.

@@ -156,9 +156,19 @@ def test_what_moves_between_steps_rebuilds_the_plan(name, kwargs):
     step(1)
     assert opt_a._plans[0] is first  # nothing moved
     for m in (model_a, model_b):
-        m.zero_grad(set_to_none=True)  # new gradients at new addresses
+        m.zero_grad(set_to_none=True)  # new gradients at new addresses: a CPU plan follows them
+    before = first.grad_ptrs.clone()
     step(1)
-    assert opt_a._plans[0] is not first
+    assert opt_a._plans[0] is first and not torch.equal(first.grad_ptrs, before)
+    w = model_a[0].weight
+    w.grad = torch.zeros(4, 8).t()  # a gradient in another layout: rebuilt (and stepped by the per-list path)
+    model_b[0].weight.grad = torch.zeros(4, 8).t()
+    opt_a.step()
+    opt_b.step()
+    assert opt_a._plans[0] is not first and opt_a._plans[0].rows is None  # kept: no retry until something moves
+    assert_bits(list(model_a.parameters()), list(model_b.parameters()), opt_a, opt_b)
+    for m in (model_a, model_b):
+        m.zero_grad(set_to_none=True)  # gradients in the parameters' layout again: planned again
     for m in (model_a, model_b):
         m[0].weight.data = torch.full((8, 4), 0.5)
     step(2)
@@ -240,19 +250,28 @@ def test_the_planned_ops_check_their_plans():
     rms = torch.ops.wgan_ext._rmsprop_clip_planned_
     adam = torch.ops.wgan_ext._adam_clip_planned_
     with pytest.raises(RuntimeError, match="plan must be a contiguous int64 tensor"):
-        rms(plan[:, :6], 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, 0.01)
+        rms(plan[:, :7], None, 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, 0.01)
     with pytest.raises(RuntimeError, match="row 0 of the plan"):
-        rms(plan, 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.9, 0.01)  # momentum needs a second state
+        rms(plan, None, 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.9, 0.01)  # momentum needs a second state
     with pytest.raises(RuntimeError, match="row 0 of the plan"):
-        adam(plan, 1, 1, 1e-3, 0.9, 0.99, 1e-8, 0.0, 1, 0.01)  # Adam needs two states
+        adam(plan, None, 1, 1, 1e-3, 0.9, 0.99, 1e-8, 0.0, 1, 0.01)  # Adam needs two states
     with pytest.raises(RuntimeError, match="row 0 of the plan"):
-        rms(plan, 0, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, 0.01)
+        rms(plan, None, 0, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, 0.01)
     with pytest.raises(RuntimeError, match="lr must be >= 0"):
-        rms(plan, 1, 1, -1.0, 0.99, 1e-8, 0.0, 0.0, 0.01)
+        rms(plan, None, 1, 1, -1.0, 0.99, 1e-8, 0.0, 0.0, 0.01)
     with pytest.raises(RuntimeError, match="has shape"):
         torch.ops.wgan_ext._optim_plan([p], [torch.zeros(9)], [s], [])
-    rms(plan, 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, 0.01)  # a good call works
-    assert torch.isfinite(p).all()
+    with pytest.raises(RuntimeError, match="grad_ptrs must be a contiguous int64 CPU tensor"):
+        rms(plan, torch.zeros(2, dtype=torch.int64), 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, 0.01)
+    with pytest.raises(RuntimeError, match="gradient address of tensor 0 is null"):
+        rms(plan, torch.zeros(1, dtype=torch.int64), 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, 0.01)
+    g.fill_(1.0)
+    other = torch.full((10,), -1.0)
+    rms(plan, torch.tensor([other.data_ptr()]), 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, None)  # the gradient read from
+    assert (p > 0).all()  # `other` (a negative gradient: the step goes up), not from g
+    up = p.clone()
+    rms(plan, None, 1, 1, 1e-3, 0.99, 1e-8, 0.0, 0.0, None)  # from the plan's own column again: g
+    assert (p < up).all()  # (a positive gradient: the step goes down)
 
 
 @needs_cuda

@@ -13,7 +13,7 @@ from wgan_ext.train.config import ConfigError, TrainConfig, resolve
 from wgan_ext.train.generate import main as generate_main
 from wgan_ext.train import Trainer, TrainingDiverged, build_parser, main
 
-from conftest import states_equal
+from conftest import fused_available, states_equal
 
 MODES = ["clip", "gp", "sn"]
 
@@ -122,6 +122,8 @@ def test_fused_optimizer_matches_optimizer_plus_clipper(tmp_path, optimizer):
     fused.train()
     assert type(fused.opt_d).__name__ == {"rmsprop": "ClippedRMSprop", "adam": "ClippedAdam"}[optimizer]
     assert fused.constraint.clipper is None
+    if fused_available(f"_{optimizer}_clip_planned_", "cpu"):  # both ran through their cached launch plans
+        assert fused.opt_d._plans[0].rows is not None and plain.constraint.clipper._plan is not None
     for a, b in zip(plain.critic.parameters(), fused.critic.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(plain.generator.parameters(), fused.generator.parameters()):
