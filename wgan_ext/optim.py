@@ -17,8 +17,8 @@ state tensor, on the parameters' device): a step is then one op call whatever th
 passes over the lists in torch's C code (gather the gradients; have parameters or gradients moved?; bump the
 version counters of what was written). Gradients that a backward after ``zero_grad(set_to_none=True)`` allocated
 elsewhere are followed: a CPU plan takes their addresses in a small tensor (after checking that they have their
-parameters' strides), a CUDA plan is rebuilt (on a GPU the caching allocator usually hands the same addresses out
-again). Anything else that moves a tensor (``.data`` reassigned, ``.to()``, ``load_state_dict``, a cleared
+parameters' strides), a CUDA plan is rebuilt (expected to be rare: torch's caching allocator tends to hand the same
+addresses out again; not yet measured on a GPU). Anything else that moves a tensor (``.data`` reassigned, ``.to()``, ``load_state_dict``, a cleared
 ``state``, momentum switched on) rebuilds the plan on the next step; a step where some parameter has no gradient,
 parameters on several devices, or layouts the kernels cannot walk flat go through the per-list path. Each
 parameter's ``state["step"]`` becomes a 0-d view of one per-group counter (one add per step). Not noticed: a state
