@@ -304,6 +304,8 @@ class Clipper:
             _check_tensors(params)
             self.names = [name for name, _ in named]
             self.params = params
+            if self._plan is not None and self._plan.captured:
+                self._retired.append(self._plan.rows)  # a captured graph still reads these rows when replayed
             self._plan = None
             self._plan_for = None
 

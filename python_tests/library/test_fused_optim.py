@@ -695,11 +695,12 @@ def test_steps_loaded_onto_the_gpu_come_back_to_the_host():
 @pytest.mark.parametrize("name, kwargs", [("ClippedRMSprop", dict(lr=1e-3, momentum=0.9, weight_decay=1e-2)),
                                           ("ClippedRMSprop", dict(lr=1e-3)),
                                           ("ClippedAdam", dict(lr=1e-3, betas=(0.5, 0.9), weight_decay=1e-2))])
-def test_cuda_kernel_gives_the_cpu_kernels_bits_across_launches(name, kwargs):
+@pytest.mark.parametrize("cache_plan", [False, True])
+def test_cuda_kernel_gives_the_cpu_kernels_bits_across_launches(name, kwargs, cache_plan):
     """The CUDA and the CPU kernel run the same math header, each operation rounded on its own (no FMA contraction
     by nvcc), so they agree bit for bit: here over more tensors than one launch's slots hold, a tensor with more
     chunks than one launch's blocks, float16/bfloat16 tensors crossing a chunk boundary, and mixed dtypes in one
-    call."""
+    call; through the per-list launches (several per dtype here) and through the cached plan (one launch)."""
     impl_for("cuda")
     impl_for("cpu")
     g = torch.Generator().manual_seed(3)
@@ -712,8 +713,8 @@ def test_cuda_kernel_gives_the_cpu_kernels_bits_across_launches(name, kwargs):
         dtype = torch.float32 if s[0] > 2 * CHUNK else dtypes[i % 4]
         cpu.append(nn.Parameter((torch.randn(s, generator=g, dtype=torch.float64) * 0.02).to(dtype)))
     cuda = [nn.Parameter(p.detach().cuda()) for p in cpu]
-    opt_cpu = getattr(wgan_ext, name)(cpu, clip_value=0.01, impl="fused", **kwargs)
-    opt_cuda = getattr(wgan_ext, name)(cuda, clip_value=0.01, impl="fused", **kwargs)
+    opt_cpu = getattr(wgan_ext, name)(cpu, clip_value=0.01, impl="fused", cache_plan=cache_plan, **kwargs)
+    opt_cuda = getattr(wgan_ext, name)(cuda, clip_value=0.01, impl="fused", cache_plan=cache_plan, **kwargs)
     for step in range(3):
         for a, b in zip(cpu, cuda):
             a.grad = (torch.randn(a.shape, generator=g, dtype=torch.float64) * 0.1).to(a.dtype)
