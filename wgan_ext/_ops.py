@@ -166,12 +166,25 @@ if has_ops():
 # Fake (meta) kernels, so the ops work under torch.compile and FakeTensor tracing.
 if has_ops():
 
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    def _refuse_real_data(name: str, tensors) -> None:
+        """The meta kernel of an in-place op is reached by fake tensors (tracing), by meta tensors, and by a list of
+        real tensors that also holds a meta tensor (the meta key outranks the devices'): refuse the last, which would
+        otherwise silently write nothing."""
+        for i, t in enumerate(tensors):
+            if not t.is_meta and not isinstance(t, FakeTensor):
+                raise RuntimeError(f"wgan_ext::{name}: all tensors must be on one device; tensor {i} is on "
+                                   f"{t.device} but the list also holds meta tensors")
+
     @torch.library.register_fake("wgan_ext::clip_")
     def _clip_fake(tensors, min, max):  # noqa: A002
+        _refuse_real_data("clip_", tensors)
         return None
 
     @torch.library.register_fake("wgan_ext::clip_count_")
     def _clip_count_fake(tensors, min, max):  # noqa: A002
+        _refuse_real_data("clip_count_", tensors)
         return tensors[0].new_empty((len(tensors),), dtype=torch.int64)
 
     @torch.library.register_fake("wgan_ext::spectral_norm_power_iteration_")

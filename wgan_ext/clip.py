@@ -121,12 +121,22 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
         return torch.zeros(0, dtype=torch.int64) if return_counts else None
     op = "clip_count_" if return_counts else "clip_"
 
-    device = _single_device(tensors)
-    if device is not None and device.type != "meta":
-        # The common case, kept cheap: the compiled op checks dtypes, layouts and overlaps itself before it writes
-        # anything; on any refusal the Python check below names the bad item.
+    first = tensors[0]
+    if isinstance(first, torch.Tensor) and not first.is_meta and _ops.use_fused(op, first.device.type, impl):
+        # The common case, kept cheap: nothing here looks at every tensor. The compiled op checks devices, dtypes,
+        # layouts and overlaps itself before it writes anything (a list that also holds meta tensors reaches the
+        # meta kernel, which refuses it in _ops); on any refusal the Python checks below name the bad item, or
+        # send tensors on several devices to the per-device path.
         with torch.no_grad():
-            if _ops.use_fused(op, device.type, impl):
+            try:
+                return _ops.inplace(op)(tensors, lo, hi)
+            except (TypeError, ValueError, RuntimeError, NotImplementedError):
+                _check_tensors(tensors)
+                if _single_device(tensors) is not None:
+                    raise
+    elif (device := _single_device(tensors)) is not None and device.type != "meta":
+        with torch.no_grad():
+            if _ops.use_fused(op, device.type, impl):  # (only when the first tensor is not a tensor: refused here)
                 try:
                     return _ops.inplace(op)(tensors, lo, hi)
                 except (TypeError, ValueError, RuntimeError, NotImplementedError):

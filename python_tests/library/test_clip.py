@@ -462,3 +462,18 @@ def test_cuda_launch_plan_random_lists():
         small = torch.randint(0, 50, (n,), generator=g)
         numels = torch.where(torch.rand(n, generator=g) < 0.2, big, small).tolist()
         check_plan(numels)
+
+
+@pytest.mark.parametrize("op", ["clip_", "clip_count_"])
+def test_a_list_of_real_tensors_that_also_holds_a_meta_tensor_is_refused(op):
+    """The meta key outranks the devices', so such a list reaches the op's meta kernel: it must refuse it rather
+    than write nothing (clip_ itself sends nothing to the op without looking at the first item only)."""
+    impl_for("cpu", op)
+    real = torch.full((3,), 5.0)
+    meta = torch.zeros(2, device="meta")
+    with pytest.raises(RuntimeError, match="also holds meta tensors"):
+        getattr(torch.ops.wgan_ext, op)([real, meta], -1.0, 1.0)
+    with pytest.raises(ValueError, match="item 1 is a meta tensor"):
+        wgan_ext.clip_([real, meta], 1.0, return_counts=op == "clip_count_")
+    assert real.tolist() == [5.0, 5.0, 5.0]
+    getattr(torch.ops.wgan_ext, op)([meta, meta], -1.0, 1.0)  # meta tensors alone: shapes only, nothing to do
