@@ -164,6 +164,8 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
 
 _DATA_PTR = torch.Tensor.data_ptr
 _CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+_PLANNED_OPS: dict[bool, object] = {False: None, True: None}  # count -> the planned op's OpOverload
+_increment_version = torch._C._increment_version
 
 
 class _ClipPlan:
@@ -200,11 +202,12 @@ class _ClipPlan:
     def __call__(self, lo: float, hi: float, count: bool):
         if not self.captured and self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             self.captured = True
-        if count:
-            out = torch.ops.wgan_ext._clip_count_planned_(self.rows, len(self.tensors), self.dtypes, lo, hi)
-        else:
-            out = torch.ops.wgan_ext._clip_planned_(self.rows, len(self.tensors), self.dtypes, lo, hi)
-        torch._C._increment_version(self.tensors)  # as clip_'s in-place schema would (autograd's saved-tensor check)
+        op = _PLANNED_OPS[count]
+        if op is None:  # resolved once (the library loads after this module is imported)
+            op = _PLANNED_OPS[count] = getattr(torch.ops.wgan_ext, "_clip_count_planned_" if count
+                                               else "_clip_planned_").default
+        out = op(self.rows, len(self.tensors), self.dtypes, lo, hi)
+        _increment_version(self.tensors)  # as clip_'s in-place schema would (autograd's saved-tensor check)
         return out
 
 
