@@ -55,13 +55,14 @@ def device_name(device: str) -> str:
 
 
 def _repo_relative(arg: str) -> str:
-    """A command-line argument as committed results should show it: paths inside the repository relative to it."""
+    """A command-line argument as committed results should show it: paths inside the repository relative to it,
+    other absolute paths (a machine's own folders, such as the GPU machine's output folder) as <DIR>/their name."""
     path = Path(arg)
     if path.is_absolute():
         try:
             return str(path.resolve().relative_to(ROOT))
         except ValueError:
-            return arg
+            return f"<DIR>/{path.name}" if path.name else "<DIR>"
     return arg
 
 
