@@ -38,3 +38,14 @@ def states_equal(a, b) -> bool:
 
 def fused_available(op: str, device: str) -> bool:
     return _ops.has_kernel(op, device)
+
+
+def cuda_kernel_names(fn) -> list[str]:
+    """The CUDA kernels that one call of `fn` launches (torch.profiler; the device is synchronized around it)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]

@@ -164,6 +164,12 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
 
 _DATA_PTR = torch.Tensor.data_ptr
 _CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+def _dtype_mask(tensors) -> int:
+    """The planned ops' `dtypes` argument: a bit per dtype code present (csrc/ops/clip.h, clip_plan::code_of)."""
+    return sum(1 << code for code in {_CODES[t.dtype] for t in tensors})
+
 _PLANNED_OPS: dict[bool, object] = {False: None, True: None}  # count -> the planned op's OpOverload
 _increment_version = torch._C._increment_version
 
@@ -190,7 +196,7 @@ class _ClipPlan:
         self.ptrs = list(map(_DATA_PTR, tensors))
         self.storages = tuple(t.untyped_storage() for t in tensors)
         self.device = tensors[0].device
-        self.dtypes = sum(1 << code for code in {_CODES[t.dtype] for t in tensors})
+        self.dtypes = _dtype_mask(tensors)
         with torch.no_grad():
             rows = torch.ops.wgan_ext._clip_plan(list(tensors))
         self.rows = rows.to(self.device) if self.device.type != "cpu" else rows
@@ -306,7 +312,7 @@ class Clipper:
         self.cache_plan = bool(cache_plan)
         self._plan: _ClipPlan | None = None
         self._retired: list[torch.Tensor] = []
-        self._plan_for: tuple | None = None  # the parameter list and addresses the plan (or its absence) is for
+        self._unplanned: list | None = None  # the parameters' addresses when the last try found no plan
 
     def _refresh(self) -> None:
         """Re-reads the module's parameters after a registration somewhere (cheap: only then)."""
@@ -320,7 +326,7 @@ class Clipper:
             if self._plan is not None and self._plan.captured:
                 self._retired.append(self._plan.rows)  # a captured graph still reads these rows when replayed
             self._plan = None
-            self._plan_for = None
+            self._unplanned = None
 
     def _planned(self) -> _ClipPlan | None:
         """The cached plan for the current parameters, rebuilt when any of them moved; None where a plan does not
@@ -331,7 +337,7 @@ class Clipper:
             return plan
         if plan is not None and plan.captured:
             self._retired.append(plan.rows)  # a captured graph still reads these rows when replayed
-        if self._plan_for is not None and self._plan_for[1] == list(map(_DATA_PTR, self.params)):
+        if self._unplanned is not None and self._unplanned == list(map(_DATA_PTR, self.params)):
             return None  # nothing moved since the last try found no plan
         self._plan = plan = None
         params = tuple(self.params)
@@ -342,7 +348,7 @@ class Clipper:
                 _ops.has_kernel("_clip_planned_", device.type) and
                 all(p.is_contiguous() or _dense(p) for p in params)):
             plan = self._plan = _ClipPlan(params)
-        self._plan_for = (params, list(map(_DATA_PTR, params)))
+        self._unplanned = None if plan is not None else list(map(_DATA_PTR, params))
         return plan
 
     def __call__(self) -> torch.Tensor | None:

@@ -37,7 +37,7 @@ import operator
 import torch
 
 from . import _ops, _reference
-from .clip import _real
+from .clip import _DATA_PTR, _dtype_mask, _real
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _SUPPORTED = frozenset(SUPPORTED_DTYPES)
@@ -86,9 +86,7 @@ def _flat_views(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
 
 
 _GRAD = operator.attrgetter("grad")
-_DATA_PTR = torch.Tensor.data_ptr
 _STRIDE = torch.Tensor.stride
-_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
 class _GroupPlan:
@@ -299,6 +297,7 @@ class _ClippedOptimizer(torch.optim.Optimizer):
             if plan is not None and plan.captured:
                 self._retired.append(plan.rows)  # a captured graph still reads these rows when replayed
             plan = self._plans[index] = self._build_plan(group, params, grads, momentum)
+            plan.state_len = len(self.state)  # after the build, which creates the states it lacks
         if plan.rows is None:
             return False
         if not plan.captured and params[0].is_cuda and torch.cuda.is_current_stream_capturing():
@@ -321,7 +320,6 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         plan.rows = None
         plan.captured = False
         plan.state = self.state
-        plan.state_len = len(self.state)
         device = params[0].device
         planned_op = "_adam_clip_planned_" if self._uses_step else "_rmsprop_clip_planned_"
         if any(p.device != device for p in params):
@@ -349,7 +347,6 @@ class _ClippedOptimizer(torch.optim.Optimizer):
             rows = torch.ops.wgan_ext._optim_plan(params, grads, s1, s2)
         except RuntimeError as exc:  # a layout the kernels cannot walk flat: the list path sorts it out
             plan.why = str(exc)
-            plan.state_len = len(self.state)
             return plan
         # One step counter for the whole group: each parameter's state["step"] becomes a 0-d view of it, so that a
         # step advances all of them with one add (state_dict and torch's optimizers see ordinary 0-d tensors).
@@ -362,7 +359,7 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         if device.type == "cpu":  # gradients that move are followed without a rebuild (CUDA plans rebuild)
             plan.grad_ptrs = torch.tensor(plan.gptrs, dtype=torch.int64)
         plan.n = len(params)
-        plan.dtypes = sum(1 << code for code in {_CODES[p.dtype] for p in params})
+        plan.dtypes = _dtype_mask(params)
         plan.written = tuple(params) + tuple(s1) + tuple(s2)
         # The parameters' and states' storages stay alive while the plan points at them (an address that still
         # matches is then the same memory). The gradients are not held: autograd replaces them every backward with
@@ -370,7 +367,6 @@ class _ClippedOptimizer(torch.optim.Optimizer):
         # same addresses; their addresses are checked before every step instead (autograd keeps a gradient's dtype
         # and shape those of its parameter).
         plan.held = tuple(t.untyped_storage() for t in plan.written)
-        plan.state_len = len(self.state)
         plan.why = None
         return plan
 

@@ -98,15 +98,6 @@ void clip_cpu_impl(const Tensors& tensors, double min, double max, int64_t* coun
 }
 
 // The same pass over a cached plan (clip_plan in csrc/ops/clip.h): no per-tensor work on the host.
-ScalarType dtype_of_code(int64_t code) {
-  switch (code) {
-    case 0: return kFloat;
-    case 1: return kDouble;
-    case 2: return kHalf;
-    default: return kBFloat16;
-  }
-}
-
 template <bool kCount>
 void clip_planned_cpu_impl(const Tensor& plan, int64_t num_tensors, int64_t dtypes, double min, double max,
                            int64_t* counts) {
@@ -120,7 +111,7 @@ void clip_planned_cpu_impl(const Tensor& plan, int64_t num_tensors, int64_t dtyp
     for (int64_t c = begin; c < end; ++c) {
       const int64_t* r = rows + c * clip_plan::kCols;
       const Chunk chunk{reinterpret_cast<void*>(static_cast<uintptr_t>(r[0])), r[1], static_cast<int32_t>(r[2]),
-                        dtype_of_code(r[3])};
+                        clip_plan::dtype_of_code(r[3])};
       const int64_t k = clamp_chunk<kCount>(chunk, clamps);
       if constexpr (kCount) row_counts[c] = k;
     }

@@ -177,15 +177,6 @@ void adam_clip_step_cpu(Tensors params, Tensors grads, Tensors exp_avgs, Tensors
 }
 
 // The same steps over a cached plan (optim_plan in csrc/ops/fused_optim.h): no per-tensor work on the host.
-ScalarType optim_dtype_of_code(int64_t code) {
-  switch (code) {
-    case 0: return kFloat;
-    case 1: return kDouble;
-    case 2: return kHalf;
-    default: return kBFloat16;
-  }
-}
-
 // Calls f(row, gradient address, storage_t{}, T{}) for every row of a checked plan, in parallel over rows; the
 // gradient's address from `grads` (one per tensor, plus the row's offset) when given, else from the row.
 template <typename F>
@@ -199,7 +190,7 @@ void for_each_row(const Tensor& plan, const int64_t* grads, const F& f) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t* r = rows + c * optim_plan::kCols;
       const int64_t g = grads ? grads[r[5]] + r[7] : r[1];
-      dispatch_optim_dtype(optim_dtype_of_code(r[6]), [&](auto storage, auto compute) { f(r, g, storage, compute); });
+      dispatch_optim_dtype(clip_plan::dtype_of_code(r[6]), [&](auto storage, auto compute) { f(r, g, storage, compute); });
     }
   });
 }

@@ -59,6 +59,16 @@ namespace clip_plan {
 constexpr int64_t kCols = 4;
 constexpr int64_t kAllDtypes = 0xf;
 
+// The inverse of code_of, for a code already checked to be 0-3.
+inline ScalarType dtype_of_code(int64_t code) {
+  switch (code) {
+    case 0: return kFloat;
+    case 1: return kDouble;
+    case 2: return kHalf;
+    default: return kBFloat16;
+  }
+}
+
 inline int64_t code_of(ScalarType t) {
   switch (t) {
     case kFloat: return 0;
