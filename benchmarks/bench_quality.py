@@ -1,10 +1,10 @@
 """Sample quality of the trainer's three modes on the mode-collapse benchmarks, beside the published results.
 
     python benchmarks/bench_quality.py                       # {clip, gp, sn} x {ring, grid} x 5 seeds, and digits
-    python benchmarks/bench_quality.py --seeds 3 --iters 2000 --datasets ring,grid
+    python benchmarks/bench_quality.py --seeds 3 --iters 2000 --datasets ring,grid   # shorter runs
     python benchmarks/bench_quality.py --quick               # a smoke run (tiny models, a few iterations)
 
-Each run trains with `wgan-train`'s defaults for its mode (plus --iters and --seed) and evaluates every iters/10
+Each run trains with `wgan-train`'s defaults for its mode (its iterations too, unless --iters is given; plus --seed) and evaluates every iters/10
 generator iterations (eval.jsonl): ring and grid with the VEEGAN/PacGAN protocol (2,500 samples; modes captured and
 % high-quality samples within 3 std of a mode) and the exact W1 to the data beside the real-vs-real floor; digits
 with the locally trained classifier (Fréchet classifier distance, classes covered, class KL). The Spearman
@@ -39,15 +39,17 @@ PUBLISHED = [  # (dataset, method, modes, HQ %) from the papers, as collected in
 ]
 
 
-def run_one(mode: str, dataset: str, seed: int, iters: int, quick: bool, device: str, folder: str) -> dict:
+def run_one(mode: str, dataset: str, seed: int, iters: int | None, quick: bool, device: str, folder: str) -> dict:
     from wgan_ext.train.config import TrainConfig, resolve
     from wgan_ext.eval import quality_key, spearman, w_estimate_at
     from wgan_ext.train import Trainer
 
     small = dict(hidden=32, batch_size=16, n_critic=1) if quick else {}
-    cfg = resolve(TrainConfig(lipschitz=mode, dataset=dataset, seed=seed, iters=iters,
-                              eval_every=max(1, iters // 10), out=f"{folder}/{mode}-{dataset}-{seed}",
+    cfg = resolve(TrainConfig(lipschitz=mode, dataset=dataset, seed=seed, iters=iters,  # None: wgan-train's default
+                              out=f"{folder}/{mode}-{dataset}-{seed}",
                               device=device, progress=False, tensorboard=False, plots=False, **small))
+    cfg.eval_every = max(1, cfg.iters // 10)
+    iters = cfg.iters
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.train()
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: tiny models, 4 iterations, 1 seed")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--iters", type=int, default=3000, help="generator iterations per toy run")
+    p.add_argument("--iters", type=int, default=None,
+                   help="generator iterations per toy run (default: wgan-train's for the dataset, 6000 on ring and grid)")
     p.add_argument("--digits-iters", type=int, default=3000, help="generator iterations per digits run")
     p.add_argument("--modes", default="clip,gp,sn")
     p.add_argument("--datasets", default="ring,grid,digits")

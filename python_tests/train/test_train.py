@@ -100,6 +100,21 @@ def test_defaults_per_mode():
     assert resolve(TrainConfig(lipschitz="sn", out="x")).lr_d == 3e-4
 
 
+def test_iterations_per_dataset():
+    # the mode-collapse benchmarks train longer (their linear decay would stop a sharpening generator at 1,500)
+    assert resolve(TrainConfig(out="x")).iters == 1500  # the embedded default stays short
+    assert resolve(TrainConfig(dataset="digits", out="x")).iters == 1500
+    for name in ("ring", "grid"):
+        for mode in ("clip", "gp", "sn"):
+            assert resolve(TrainConfig(dataset=name, lipschitz=mode, out="x")).iters == 6000
+        assert resolve(TrainConfig(dataset=name, iters=7, out="x")).iters == 7  # an explicit count wins
+    # the CLI: no --iters means the dataset's default, and --help says so
+    from wgan_ext.train.cli import build_parser, config_from_args
+    cfg, _ = config_from_args(["--dataset", "grid", "--out", "x-does-not-exist"])
+    assert cfg.iters == 6000
+    assert "6000 on the ring and grid" in " ".join(build_parser().format_help().split())
+
+
 def test_optimizers_follow_the_mode(tmp_path):
     assert isinstance(Trainer(small(tmp_path, lipschitz="clip")).opt_d, torch.optim.RMSprop)
     t = Trainer(small(tmp_path, lipschitz="gp"))
