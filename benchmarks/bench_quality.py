@@ -4,11 +4,12 @@
     python benchmarks/bench_quality.py --seeds 3 --iters 2000 --datasets ring,grid   # shorter runs
     python benchmarks/bench_quality.py --quick               # a smoke run (tiny models, a few iterations)
 
-Each run trains with `wgan-train`'s defaults for its mode (its iterations too, unless --iters is given; plus --seed) and evaluates every iters/10
-generator iterations (eval.jsonl): ring and grid with the VEEGAN/PacGAN protocol (2,500 samples; modes captured and
-% high-quality samples within 3 std of a mode) and the exact W1 to the data beside the real-vs-real floor; digits
-with the locally trained classifier (Fréchet classifier distance, classes covered, class KL). The Spearman
-correlation between the critic's W estimate and the quality metric is taken over each run's evaluations.
+Each run trains with `wgan-train`'s defaults for its mode and dataset (the iterations too, unless --iters is given;
+plus --seed) and evaluates every iters/10 generator iterations (eval.jsonl): ring and grid with the VEEGAN/PacGAN
+protocol (2,500 samples; modes captured and % high-quality samples within 3 std of a mode) and the exact W1 to the
+data beside the real-vs-real floor; digits with the locally trained classifier (Fréchet classifier distance, classes
+covered, class KL). The Spearman correlation between the critic's W estimate and the quality metric is taken over
+each run's evaluations.
 Writes quality-cpu.json and quality-cpu.md (mean ± std over seeds) under --out.
 """
 
@@ -49,7 +50,6 @@ def run_one(mode: str, dataset: str, seed: int, iters: int | None, quick: bool, 
                               out=f"{folder}/{mode}-{dataset}-{seed}",
                               device=device, progress=False, tensorboard=False, plots=False, **small))
     cfg.eval_every = max(1, cfg.iters // 10)
-    iters = cfg.iters
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.train()
@@ -59,7 +59,7 @@ def run_one(mode: str, dataset: str, seed: int, iters: int | None, quick: bool, 
         metrics = [json.loads(line) for line in f]
     key = quality_key(dataset)
     its = [e["iteration"] for e in evals]
-    row = {"mode": mode, "dataset": dataset, "seed": seed, "iters": iters, "seconds": time.perf_counter() - t0,
+    row = {"mode": mode, "dataset": dataset, "seed": seed, "iters": cfg.iters, "seconds": time.perf_counter() - t0,
            **{k: v for k, v in evals[-1].items() if k != "iteration"},
            "spearman": spearman(w_estimate_at(metrics, its), [e[key] for e in evals])}
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: tiny models, 4 iterations, 1 seed")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--iters", type=int, default=None,
-                   help="generator iterations per toy run (default: wgan-train's for the dataset, 6000 on ring and grid)")
+                   help="generator iterations per toy run (default: wgan-train's for the dataset, 6000 on ring "
+                        "and grid)")
     p.add_argument("--digits-iters", type=int, default=3000, help="generator iterations per digits run")
     p.add_argument("--modes", default="clip,gp,sn")
     p.add_argument("--datasets", default="ring,grid,digits")

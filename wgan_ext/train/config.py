@@ -41,7 +41,7 @@ DEFAULT_G_EMA = 0.0
 # otherwise, CPU, 1 thread each of 2 runs side by side, commit 0fa8874): the grid at 2,000 iterations ends with blurred
 # modes (12 % HQ, median distance to the nearest mode 12 std, W1 0.56) because the linear decay stops the generator
 # while it is still sharpening; at 6,000 it reaches 68 % / 58 % HQ (seeds 0 / 1, W1 0.22 / 0.30) in about 7 minutes,
-# the ring 94.7 % (seed 0). Five seeds: benchmarks/results/quality_gp_6000-cpu.md.
+# the ring 94.7 % (seed 0). Five seeds: benchmarks/results/quality-gp-6000-cpu.md.
 LONG_TOY_ITERS = {"ring": 6000, "grid": 6000}
 DEFAULT_ITERS = 1500
 
