@@ -12,6 +12,8 @@ Variants, each re-clamping the same tensors (the clamp is idempotent):
   fused+count     wgan_ext.clip_(params, c, return_counts=True) (the saturation from the same pass)
   clipper         a prebuilt wgan_ext.Clipper called (its cached launch plan: one op call, no list)
   clipper-list    the same Clipper with cache_plan=False (clip_ on the list every call)
+  clipper-flat    a Clipper with flatten=True on a copy of the tensors (re-laid out as views of one buffer: one
+                  autograd version counter to bump per call instead of one per tensor)
 GB/s counts one read and one write per element; on CUDA, for the large case, it is also given as a fraction of
 the measured device copy bandwidth (dst.copy_(src) on the same number of bytes).
 
@@ -66,6 +68,9 @@ def variants(params: list[torch.Tensor], fused: bool) -> dict:
         out["clipper"] = clipper
         if "cache_plan" in inspect.signature(wgan_ext.Clipper).parameters:  # (compare_builds runs older builds)
             out["clipper-list"] = wgan_ext.Clipper(params, c=C, impl="fused", cache_plan=False)
+        if "flatten" in inspect.signature(wgan_ext.Clipper).parameters:
+            own = [p.clone() for p in params]  # re-laid out in place: the other variants keep their own memory
+            out["clipper-flat"] = wgan_ext.Clipper(own, c=C, impl="fused", flatten=True)
     return out
 
 

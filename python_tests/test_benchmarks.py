@@ -25,7 +25,7 @@ def test_clip_benchmark_quick_writes_json_and_table(tmp_path):
     assert data["env"]["torch"] == torch.__version__ and data["env"]["commit"]
     assert data["settings"]["quick"] is True
     timed = [r for r in data["rows"] if "median_us" in r]
-    variants = {"loop", "foreach"} | ({"fused", "fused+count", "clipper", "clipper-list"}
+    variants = {"loop", "foreach"} | ({"fused", "fused+count", "clipper", "clipper-list", "clipper-flat"}
                                       if fused_available("clip_", "cpu") else set())
     cases = {r["case"] for r in timed}
     assert cases == {"dcgan64-critic", "500-small", "500x1", "8x16384"}

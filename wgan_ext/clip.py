@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import numbers
+import weakref
 from typing import Iterable
 
 import torch
@@ -189,10 +190,13 @@ class _ClipPlan:
     another size or dtype (``p.data = p.data[:k]``).
     """
 
-    __slots__ = ("tensors", "ptrs", "storages", "rows", "dtypes", "device", "captured")
+    __slots__ = ("tensors", "ptrs", "storages", "rows", "dtypes", "device", "captured", "bump")
 
-    def __init__(self, tensors: tuple[torch.Tensor, ...]):
+    def __init__(self, tensors: tuple[torch.Tensor, ...], flat_buffers: tuple[torch.Tensor, ...] = ()):
         self.tensors = tensors
+        # Whose version counters a call bumps: the tensors', or, when they are views of flat buffers (_flatten_),
+        # the buffers' (one counter per buffer, shared by every tensor that views it).
+        self.bump = flat_buffers or tensors
         self.ptrs = list(map(_DATA_PTR, tensors))
         self.storages = tuple(t.untyped_storage() for t in tensors)
         self.device = tensors[0].device
@@ -213,8 +217,52 @@ class _ClipPlan:
             op = _PLANNED_OPS[count] = getattr(torch.ops.wgan_ext, "_clip_count_planned_" if count
                                                else "_clip_planned_").default
         out = op(self.rows, len(self.tensors), self.dtypes, lo, hi)
-        _increment_version(self.tensors)  # as clip_'s in-place schema would (autograd's saved-tensor check)
+        _increment_version(self.bump)  # as clip_'s in-place schema would (autograd's saved-tensor check)
         return out
+
+
+_ALIGN_BYTES = 64  # where each tensor starts in a flat buffer: vector loads on CUDA and cache lines on the CPU
+
+
+def _flatten_(tensors: tuple[torch.Tensor, ...], names: list[str]) -> tuple[torch.Tensor, ...]:
+    """Re-lays out `tensors` (one device, all dense) in place as views of one buffer per dtype, keeping each tensor
+    object (``torch.utils.swap_tensors``), its values, shape, strides, ``requires_grad`` and ``.grad``. Every view
+    of a buffer shares the buffer's autograd version counter, so one bump of each buffer's counter is the bump that
+    an in-place write owes all of its tensors. Returns the buffers. Checks everything before it moves anything."""
+    for name, t in zip(names, tensors):
+        if type(t) not in _TENSOR_TYPES:
+            raise TypeError(f"Clipper(flatten=True): parameter {name!r} is a {type(t).__name__}; only nn.Parameter "
+                            "and plain tensors can be re-laid out (use flatten=False)")
+        if t._backward_hooks or getattr(t, "_post_accumulate_grad_hooks", None):
+            raise ValueError(f"Clipper(flatten=True): parameter {name!r} has hooks, which re-laying it out would "
+                             "drop; build the Clipper before registering hooks or wrapping the model in DDP/FSDP")
+        if weakref.getweakrefs(t):
+            raise ValueError(f"Clipper(flatten=True): something holds a weak reference to parameter {name!r} "
+                             "(torch.compile, a hook); build the Clipper before that")
+        if t._use_count() > 2 or (t._use_count() == 2 and not t.is_leaf):
+            raise ValueError(f"Clipper(flatten=True): parameter {name!r} is referenced from C++ (an autograd graph "
+                             "that has not run backward yet?); build the Clipper between steps")
+    align = {}
+    sizes: dict[torch.dtype, int] = {}
+    offsets = []
+    for t in tensors:
+        step = align.setdefault(t.dtype, max(1, _ALIGN_BYTES // t.element_size()))
+        start = -(-sizes.get(t.dtype, 0) // step) * step
+        offsets.append(start)
+        sizes[t.dtype] = start + t.numel()
+    device = tensors[0].device
+    buffers = {dtype: torch.zeros(n, dtype=dtype, device=device) for dtype, n in sizes.items()}
+    for t, start in zip(tensors, offsets):
+        with torch.no_grad():
+            view = buffers[t.dtype].as_strided(t.shape, t.stride(), start)
+            view.copy_(t)
+        new = (nn.Parameter(view, requires_grad=t.requires_grad) if type(t) is nn.Parameter
+               else view.detach().requires_grad_(t.requires_grad))
+        if t.grad is not None:
+            new.grad = t.grad
+        new.__dict__.update(t.__dict__)
+        torch.utils.swap_tensors(t, new)
+    return tuple(buffers.values())
 
 
 # Counts every parameter or submodule registration on any module (torch's global registration hooks, installed by
@@ -268,6 +316,14 @@ class Clipper:
             one launch whatever the number of parameters, plus two cheap passes over them in torch's C code (is
             every parameter where the plan says? bump their autograd version counters). False: pass the list to
             ``clip_`` on every call.
+        flatten: with the plan, also re-lay out the parameters as views of one flat buffer per dtype (the same
+            ``nn.Parameter`` objects, values, shapes, strides and gradients; ``parameters()``, ``state_dict`` and
+            optimizers see no difference). They then share one autograd version counter, so a call bumps one
+            counter instead of one per parameter: the lowest host cost per call (measured in docs/benchmarks.md).
+            The price: an in-place change to any one of them counts as a change to all of them in autograd's
+            saved-tensor check. Build the Clipper before registering tensor hooks or wrapping the model in
+            DDP/FSDP (re-laying out drops hooks; refused with an error). A parameter moved later is re-laid out
+            with the rest at the next call.
 
     The plan is rebuilt on the next call when a parameter moves (``.data`` or ``set_`` to other memory, ``.to()``,
     ``.half()``, a swap); ``load_state_dict`` copies in place and keeps it. Built from a module, the Clipper follows
@@ -284,7 +340,8 @@ class Clipper:
 
     def __init__(self, params, c: float | None = 0.01, *, min: float | None = None,  # noqa: A002
                  max: float | None = None, exclude: Iterable[str] = (), exclude_types=(),  # noqa: A002
-                 track_saturation: bool = False, impl: str | None = None, cache_plan: bool = True):
+                 track_saturation: bool = False, impl: str | None = None, cache_plan: bool = True,
+                 flatten: bool = False):
         if min is not None or max is not None:
             c = None
         self.min, self.max = clip_bounds(c, min, max)
@@ -313,6 +370,13 @@ class Clipper:
         self._plan: _ClipPlan | None = None
         self._retired: list[torch.Tensor] = []
         self._unplanned: list | None = None  # the parameters' addresses when the last try found no plan
+        self.flatten = bool(flatten)
+        if self.flatten:
+            if not self.cache_plan:
+                raise ValueError("Clipper: flatten=True works through the cached plan; it needs cache_plan=True")
+            if self._planned() is None:
+                raise ValueError("Clipper(flatten=True): no launch plan applies to these parameters (they must be "
+                                 "dense, on one device, with the compiled planned kernel and impl != 'reference')")
 
     def _refresh(self) -> None:
         """Re-reads the module's parameters after a registration somewhere (cheap: only then)."""
@@ -347,7 +411,8 @@ class Clipper:
         if (params and device is not None and self.impl != "reference" and
                 _ops.has_kernel("_clip_planned_", device.type) and
                 all(p.is_contiguous() or _dense(p) for p in params)):
-            plan = self._plan = _ClipPlan(params)
+            buffers = _flatten_(params, self.names) if self.flatten else ()
+            plan = self._plan = _ClipPlan(params, buffers)
         self._unplanned = None if plan is not None else list(map(_DATA_PTR, params))
         return plan
 

@@ -318,6 +318,115 @@ def test_the_planned_op_checks_its_plan():
         torch.ops.wgan_ext._clip_plan([torch.randn(4, 4)[:, ::2]])
 
 
+# --- flatten=True: the parameters re-laid out as views of one buffer per dtype -----------------------------------
+
+def buffers_of(clipper):
+    return clipper._plan.bump
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("track", [False, True])
+def test_flattened_clipper_equals_the_reference_and_keeps_every_tensor(device, track):
+    impl = planned(device)
+    params = params_of(device)
+    ids = [id(p) for p in params]
+    layout = [(p.shape, p.stride(), p.dtype, p.requires_grad) for p in params]
+    expected = [p.detach().clone() for p in params]
+    expected_counts = _reference.clip_count_(expected, -0.01, 0.01)
+    clipper = wgan_ext.Clipper(params, 0.01, track_saturation=track, impl=impl, flatten=True)
+    buffers = buffers_of(clipper)
+    assert len(buffers) == len(DTYPES)  # one per dtype
+    counts = clipper()
+    assert [id(p) for p in clipper.params] == ids
+    assert [(p.shape, p.stride(), p.dtype, p.requires_grad) for p in params] == layout
+    for p, e in zip(params, expected):
+        assert_same(p.detach(), e)
+        assert isinstance(p, nn.Parameter) and p.is_leaf
+        if p.numel():  # a view of its dtype's buffer, inside it, overlapping no other tensor
+            buf = next(b for b in buffers if b.dtype == p.dtype)
+            assert p.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
+    spans = sorted((p.data_ptr(), p.data_ptr() + p.numel() * p.element_size()) for p in params if p.numel())
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    if track:
+        assert counts.cpu().tolist() == expected_counts.cpu().tolist()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autograd_sees_the_flattened_write(device):
+    """One version bump per buffer must reach every tensor: a graph that saved any of them sees the clamp."""
+    planned(device)
+    params = [nn.Parameter(torch.randn(6, device=device)) for _ in range(4)]
+    params.append(nn.Parameter(torch.randn(3, device=device, dtype=torch.float64)))
+    clipper = wgan_ext.Clipper(params, 0.1, flatten=True)
+    for w in (params[2], params[4]):
+        x = torch.randn(w.shape, device=device, dtype=w.dtype, requires_grad=True)
+        y = (x * w).sum()  # saves w for x's gradient
+        v = w._version
+        clipper()
+        assert w._version > v
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
+
+
+def test_flatten_keeps_gradients_requires_grad_and_the_optimizer():
+    planned("cpu")
+    model = mlp()
+    model[2].bias.requires_grad_(False)
+    model(torch.randn(5, 4)).sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.1)
+    clipper = wgan_ext.Clipper(model, 0.01, flatten=True)
+    assert {n: p.grad for n, p in model.named_parameters()} == grads  # the same gradient tensors
+    assert not model[2].bias.requires_grad
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()  # the optimizer built before still updates the (re-laid out) parameters
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    clipper()
+    assert all_within(model, 0.01)
+    fresh = mlp()
+    fresh.load_state_dict(model.state_dict())  # a checkpoint of a flattened model loads into a plain one
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), model.parameters()))
+
+
+def test_a_flattened_parameter_moved_is_re_laid_out():
+    planned("cpu")
+    model = mlp()
+    clipper = wgan_ext.Clipper(model, 0.01, flatten=True)
+    clipper()
+    first = buffers_of(clipper)
+    w = model[0].weight
+    old = w.data
+    w.data = torch.full((8, 4), 5.0)
+    old.fill_(3.0)  # the old buffer's memory, still alive here, must not be written through the old plan
+    clipper()
+    assert buffers_of(clipper) is not first
+    assert torch.all(w.detach() == 0.01)
+    assert w.untyped_storage().data_ptr() == buffers_of(clipper)[0].untyped_storage().data_ptr()
+    assert torch.all(old == 3.0)
+    model.double()
+    spread(model)
+    clipper()
+    assert all_within(model, 0.01) and buffers_of(clipper)[0].dtype == torch.float64
+
+
+def test_flatten_refusals_name_the_problem():
+    planned("cpu")
+    model = mlp()
+    model[0].weight.register_hook(lambda g: g)
+    with pytest.raises(ValueError, match="'0.weight' has hooks"):
+        wgan_ext.Clipper(model, 0.01, flatten=True)
+    with pytest.raises(ValueError, match="needs cache_plan=True"):
+        wgan_ext.Clipper(mlp(), 0.01, flatten=True, cache_plan=False)
+    with pytest.raises(ValueError, match="no launch plan applies"):
+        wgan_ext.Clipper(mlp(), 0.01, flatten=True, impl="reference")
+
+    class Tagged(nn.Parameter):
+        pass
+
+    with pytest.raises(TypeError, match="'0' is a Tagged"):
+        wgan_ext.Clipper([Tagged(torch.randn(3))], 0.01, flatten=True)
+
+
 # --- CUDA ----------------------------------------------------------------------------------------------------------
 
 @needs_cuda
