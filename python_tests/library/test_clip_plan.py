@@ -113,18 +113,23 @@ def test_saturation_of_a_planned_clipper():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_autograd_sees_the_planned_write(device):
+@pytest.mark.parametrize("flatten", [False, True])
+def test_autograd_sees_the_planned_write(device, flatten):
+    """The version bump must reach every tensor (flattened: one bump per buffer), so a graph that saved any of them
+    sees the clamp."""
     planned(device)
-    w = nn.Parameter(torch.randn(6, device=device))
-    x = torch.randn(6, device=device, requires_grad=True)
-    clipper = wgan_ext.Clipper([w], 0.1)
+    params = [nn.Parameter(torch.randn(6, device=device)) for _ in range(4)]
+    params.append(nn.Parameter(torch.randn(3, device=device, dtype=torch.float64)))
+    clipper = wgan_ext.Clipper(params, 0.1, flatten=flatten)
     clipper()
-    y = (x * w).sum()  # saves w for x's gradient
-    v = w._version
-    clipper()
-    assert w._version > v
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        y.backward()
+    for w in (params[2], params[4]):
+        x = torch.randn(w.shape, device=device, dtype=w.dtype, requires_grad=True)
+        y = (x * w).sum()  # saves w for x's gradient
+        v = w._version
+        clipper()
+        assert w._version > v
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
 
 
 # --- invalidation: every way the parameters can change between two calls -----------------------------------------
@@ -349,23 +354,6 @@ def test_flattened_clipper_equals_the_reference_and_keeps_every_tensor(device, t
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     if track:
         assert counts.cpu().tolist() == expected_counts.cpu().tolist()
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_autograd_sees_the_flattened_write(device):
-    """One version bump per buffer must reach every tensor: a graph that saved any of them sees the clamp."""
-    planned(device)
-    params = [nn.Parameter(torch.randn(6, device=device)) for _ in range(4)]
-    params.append(nn.Parameter(torch.randn(3, device=device, dtype=torch.float64)))
-    clipper = wgan_ext.Clipper(params, 0.1, flatten=True)
-    for w in (params[2], params[4]):
-        x = torch.randn(w.shape, device=device, dtype=w.dtype, requires_grad=True)
-        y = (x * w).sum()  # saves w for x's gradient
-        v = w._version
-        clipper()
-        assert w._version > v
-        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-            y.backward()
 
 
 def test_flatten_keeps_gradients_requires_grad_and_the_optimizer():
