@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import wgan_ext
-from wgan_ext.train.models import DCGANCritic, DCGANGenerator, MLPCritic, MLPGenerator, dcgan_init_
+from wgan_ext.train.models import DCGANCritic, DCGANGenerator, MaxMin, MLPCritic, MLPGenerator, dcgan_init_
 
 
 @pytest.mark.parametrize("image_size", [32, 64])
@@ -78,3 +78,27 @@ def test_the_drop_ins_compose_with_the_models():
     sn_critic = DCGANCritic(32, nc=1, ndf=8, norm="none")
     group = wgan_ext.apply_spectral_norm(sn_critic)
     assert len(group.layers) == 4 and sn_critic(real).shape == (4,)
+
+
+def test_maxmin_sorts_pairs_and_keeps_the_gradient_norm():
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    y = MaxMin()(x)
+    a, b = x[:, :4], x[:, 4:]
+    expected = torch.cat([torch.where(a >= b, a, b), torch.where(a >= b, b, a)], 1)
+    assert torch.equal(y, expected)
+    g = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(dx.norm(dim=1), g.norm(dim=1))  # a per-sample permutation: norm kept
+    relu_dx = torch.autograd.grad(torch.relu(x), x, g)[0]
+    assert (relu_dx.norm(dim=1) < g.norm(dim=1)).any()  # where ReLU loses part of it
+
+
+def test_mlp_critic_activation():
+    d = MLPCritic(2, hidden=8, activation="maxmin")
+    assert sum(isinstance(m, MaxMin) for m in d.modules()) == 3 and not any(isinstance(m, nn.ReLU)
+                                                                            for m in d.modules())
+    assert d(torch.randn(5, 2)).shape == (5,)
+    with pytest.raises(ValueError, match="must be even"):
+        MLPCritic(2, hidden=7, activation="maxmin")
+    with pytest.raises(ValueError, match="activation must be one of relu, maxmin"):
+        MLPCritic(2, activation="gelu")

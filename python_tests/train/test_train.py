@@ -115,6 +115,46 @@ def test_iterations_per_dataset():
     assert "6000 on the ring and grid" in " ".join(build_parser().format_help().split())
 
 
+def test_critic_activation_per_mode(tmp_path):
+    # sn's MLP critic sorts pairs of units (MaxMin) by default; clip and gp keep ReLU; image critics keep theirs
+    for mode, want in (("sn", "maxmin"), ("gp", "relu"), ("clip", "relu")):
+        assert resolve(TrainConfig(lipschitz=mode, dataset="ring", out="x")).critic_activation == want
+    assert resolve(TrainConfig(lipschitz="sn", critic_activation="relu", out="x")).critic_activation == "relu"
+    assert resolve(TrainConfig(lipschitz="sn", dataset="digits", image_size=32, out="x")).critic_activation is None
+    with pytest.raises(ConfigError, match="--critic-activation: the dcgan critic"):
+        resolve(TrainConfig(lipschitz="gp", dataset="digits", image_size=32, critic_activation="maxmin", out="x"))
+    with pytest.raises(ConfigError, match="--hidden: got 15; maxmin pairs"):
+        resolve(TrainConfig(lipschitz="sn", hidden=15, out="x"))
+    with pytest.raises(ConfigError, match="--critic-activation: 'tanh' is not one of relu, maxmin"):
+        resolve(TrainConfig(critic_activation="tanh", out="x"))
+    from wgan_ext.train.models import MaxMin
+    t = Trainer(small(tmp_path, lipschitz="sn"))
+    acts = [type(m) for m in t.critic.modules() if isinstance(m, (MaxMin, torch.nn.ReLU))]
+    assert acts and set(acts) == {MaxMin}
+    assert not any(isinstance(m, MaxMin) for m in t.generator.modules())
+    t = Trainer(small(tmp_path, "gp", lipschitz="gp"))
+    assert {type(m) for m in t.critic.modules() if isinstance(m, (MaxMin, torch.nn.ReLU))} == {torch.nn.ReLU}
+
+
+def test_a_run_from_before_the_activation_option_continues_with_relu(tmp_path, capsys):
+    cfg = small(tmp_path, lipschitz="sn", critic_activation="relu", iters=2, checkpoint_every=1)
+    Trainer(cfg).train()
+    state = ckpt.load_checkpoint(cfg.out)
+    del state["config"]["critic_activation"]  # as a checkpoint made before the option existed
+    torch.save(state, os.path.join(cfg.out, "checkpoints", "last.pt"))
+    with open(os.path.join(cfg.out, "config.json")) as f:
+        saved = json.load(f)
+    del saved["critic_activation"]
+    with open(os.path.join(cfg.out, "config.json"), "w") as f:
+        json.dump(saved, f)
+    assert main(["--resume", cfg.out, "--iters", "3", "--no-progress"]) == 0
+    assert ckpt.load_checkpoint(cfg.out)["config"]["critic_activation"] == "relu"
+    # the same command without --resume: today's default (maxmin) is not what the run was made with
+    capsys.readouterr()
+    assert main(["--lipschitz", "sn", "--dataset", cfg.dataset, "--out", cfg.out, "--no-progress"]) != 0
+    assert "--critic-activation 'relu' there, 'maxmin' now" in capsys.readouterr().err
+
+
 def test_optimizers_follow_the_mode(tmp_path):
     assert isinstance(Trainer(small(tmp_path, lipschitz="clip")).opt_d, torch.optim.RMSprop)
     t = Trainer(small(tmp_path, lipschitz="gp"))

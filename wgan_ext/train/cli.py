@@ -87,7 +87,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict |
         raise ConfigError(f"--resume: {', '.join('--' + k.replace('_', '-') for k in fixed)} cannot change when "
                           f"resuming (the run was made with them); resumable: "
                           f"{', '.join(sorted(cfgmod.RESUMABLE))}")
-    merged = {**cfgmod.BEFORE_IT_EXISTED, **state["config"], **values}
+    merged = {**cfgmod.before_it_existed(state["config"]), **state["config"], **values}
     cfg = cfgmod.from_dict(merged)
     cfgmod.validate(cfg)
     if cfg.iters < state["iteration"]:
@@ -120,7 +120,7 @@ def _continue_or_refuse(cfg: TrainConfig, overwrite: bool) -> dict | None:
             f"another --out, or replace it with --overwrite")
     if saved is None:
         raise ConfigError(f"{where}, but its config.json is missing or unreadable: {ways}")
-    diff = run_folder.differences(cfg.to_dict(), {**cfgmod.BEFORE_IT_EXISTED, **saved}, cfgmod.OPTIONS,
+    diff = run_folder.differences(cfg.to_dict(), {**cfgmod.before_it_existed(saved), **saved}, cfgmod.OPTIONS,
                                   cfgmod.RESUMABLE)
     if diff:
         shown = "; ".join(f"--{k.replace('_', '-')} {before!r} there, {now!r} now" for k, before, now in diff)

@@ -24,6 +24,7 @@ from .constraints import CONSTRAINTS, constraint_class
 from .data import DATASETS, IMAGE_DATASETS, TOY_DATASETS
 from .errors import ConfigError
 from .layers import NORMS
+from .models import CRITIC_ACTIVATIONS
 
 MODES = tuple(CONSTRAINTS)  # the built-in constraints; --lipschitz accepts every registered one (CONSTRAINTS)
 MODELS = ("mlp", "dcgan", "resnet")
@@ -79,6 +80,9 @@ class TrainConfig:
                                  "px the base width 64)")
     ndf: int | None = _opt(None, "critic width (default: DCGAN 64; ResNet at 32 px 128; at 48 px the base width 64)")
     n_extra_layers: int = _opt(0, "DCGAN extra 3x3 conv layers in generator and critic")
+    critic_activation: str | None = _opt(None, "MLP critic's activation: relu, or maxmin (pairs of units sorted, "
+                                               "which keeps the gradient's norm: Anil et al. 2019); default: maxmin "
+                                               "for sn, relu for clip and gp", choices=CRITIC_ACTIVATIONS)
     g_batchnorm: bool = _opt(True, "BatchNorm in the DCGAN generator (--no-g-batchnorm: the official --noBN)")
     critic_norm: str | None = _opt(None, "normalization in the DCGAN / ResNet critic: batch, layer or none "
                                          "(default: batch for clip as the official code; DCGAN: layer for gp, none "
@@ -162,6 +166,11 @@ class TrainConfig:
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What an option absent from a saved config (a run made before it existed) meant for that run.
 BEFORE_IT_EXISTED = {"g_ema": 0.0}
+
+
+def before_it_existed(saved: dict) -> dict:
+    """The values of options that a saved config (a checkpoint's) lacks because its run predates them."""
+    return {**BEFORE_IT_EXISTED, "critic_activation": "relu" if saved.get("model") == "mlp" else None}
 # What a resumed run may change; everything else comes from the checkpoint.
 RESUMABLE = {"iters", "device", "log_every", "checkpoint_every", "checkpoint_minutes", "plot_every", "plots", "eval_every",
              "progress", "tensorboard", "num_workers", "data_root", "download", "dist_backend", "cuda_graphs", "out"}
@@ -230,6 +239,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if c.model is None:
         c.model = "dcgan" if (not toy and c.image_size in DCGAN_SIZES) else "mlp"
     mode = constraint_class(c.lipschitz)
+    if c.critic_activation is None and c.model == "mlp":
+        c.critic_activation = mode.mlp_critic_activation
     if c.critic_norm is None:
         c.critic_norm = mode.default_critic_norm
         if c.model == "resnet" and c.critic_norm != "batch":  # the WGAN-GP and SN-GAN ResNet critics: none
@@ -335,6 +346,11 @@ def validate(c: TrainConfig) -> None:
     else:
         need(c.model == "mlp", "model", "toy 2-D data trains MLPs (--model mlp)")
     constraint_class(c.lipschitz).validate(c)
+    if c.critic_activation is not None and c.model != "mlp":
+        raise ConfigError(f"--critic-activation: the {c.model} critic keeps its paper's activations; the option "
+                          "chooses the MLP critic's (--model mlp)")
+    if c.critic_activation == "maxmin" and c.model == "mlp":
+        need(c.hidden % 2 == 0, "hidden", "maxmin pairs the MLP critic's hidden units: give an even number")
     if c.channels_last and c.model == "mlp":
         raise ConfigError("--channels-last: a memory format of convolutions; the MLP models have none (use --model "
                           "dcgan or resnet)")

@@ -1,7 +1,7 @@
 """Generators and critics of the WGAN papers: MLPs (toy data; the WGAN paper's 4 x 512 MLP for images) and DCGAN
 for 32 and 64 px images, with the DCGAN initialization. Critics end in a linear score: no sigmoid.
 
-    MLPGenerator(nz, out_shape)                   MLPCritic(in_shape)
+    MLPGenerator(nz, out_shape)                   MLPCritic(in_shape, activation="relu" | "maxmin")
     DCGANGenerator(image_size, nz, nc, ngf, ...)  DCGANCritic(image_size, nc, ndf, norm="batch"|"layer"|"none", ...)
     dcgan_init_(model)                            conv and linear weights ~ N(0, 0.02), norm weights ~ N(1, 0.02)
     build_models(config, shape)                   (generator, critic) for a resolved TrainConfig and a sample shape
@@ -20,18 +20,34 @@ from .layers import norm_layer
 from .resnet import ResNetCritic, ResNetGenerator
 
 IMAGE_SIZES = (32, 64)
+CRITIC_ACTIVATIONS = ("relu", "maxmin")
 
 
 def _shape(shape) -> tuple[int, ...]:
     return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
-def _mlp(dims: list[int]) -> list[nn.Module]:
+class MaxMin(nn.Module):
+    """GroupSort with groups of 2 (Anil et al. 2019, "Sorting out Lipschitz function approximation"): the features
+    split in two halves a, b -> (max(a, b), min(a, b)). Per sample a permutation of its inputs, so it keeps the
+    gradient's norm, where ReLU zeroes about half of it: with norm-bounded layers (spectral norm, clipping) the
+    critic can then reach slope 1 instead of a fraction of it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return torch.cat((torch.maximum(a, b), torch.minimum(a, b)), dim=1)
+
+
+def _mlp(dims: list[int], activation: str = "relu") -> list[nn.Module]:
+    if activation not in CRITIC_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(CRITIC_ACTIVATIONS)}, got {activation!r}")
+    if activation == "maxmin" and any(d % 2 for d in dims[1:-1]):
+        raise ValueError(f"maxmin pairs the hidden units: their number must be even, got {dims[1:-1]}")
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
         layers.append(nn.Linear(dims[i], dims[i + 1]))
         if i < len(dims) - 2:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU() if activation == "relu" else MaxMin())
     return layers
 
 
@@ -51,11 +67,12 @@ class MLPGenerator(nn.Module):
 
 
 class MLPCritic(nn.Module):
-    """samples (N, *in_shape) -> scores (N,): `depth` hidden ReLU layers of `hidden` units, linear output."""
+    """samples (N, *in_shape) -> scores (N,): `depth` hidden layers of `hidden` units with ReLU (or MaxMin, see
+    MaxMin), linear output."""
 
-    def __init__(self, in_shape, hidden: int = 512, depth: int = 3):
+    def __init__(self, in_shape, hidden: int = 512, depth: int = 3, activation: str = "relu"):
         super().__init__()
-        self.net = nn.Sequential(*_mlp([math.prod(_shape(in_shape))] + [hidden] * depth + [1]))
+        self.net = nn.Sequential(*_mlp([math.prod(_shape(in_shape))] + [hidden] * depth + [1], activation))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.reshape(x.shape[0], -1)).squeeze(1)
@@ -153,7 +170,7 @@ def build_models(c, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
     initialization (after both are built: the order of the random draws is part of what a seed reproduces)."""
     g = build_generator(c, shape)
     if c.model == "mlp":
-        return g, MLPCritic(shape, hidden=c.hidden, depth=c.depth)
+        return g, MLPCritic(shape, hidden=c.hidden, depth=c.depth, activation=c.critic_activation)
     if c.model == "resnet":  # initialized as SN-GAN's code (resnet.py)
         from .constraints import constraint_class
 

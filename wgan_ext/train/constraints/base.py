@@ -17,7 +17,7 @@ device. The trainer then calls, in this order:
 Class-level, before any model exists (the config layer's per-mode defaults and checks):
 
     name, summary                        the --lipschitz value and its one-line help
-    default_optimizer, default_critic_norm, default_lr(toy), default_lr_decay(toy)
+    default_optimizer, default_critic_norm, default_lr(toy), default_lr_decay(toy), mlp_critic_activation
     validate(config)                     raise ConfigError for options this mode cannot run with
     graphs_unsupported(config)           why --cuda-graphs cannot capture this mode's steps, or None
 """
@@ -39,6 +39,7 @@ class Constraint:
     default_critic_norm: ClassVar[str] = "none"
     resnet_ngf: ClassVar[int] = 128      # the 32 px ResNet generator's width (WGAN-GP's)
     resnet_pool: ClassVar[str] = "mean"  # the ResNet critic's final pooling (WGAN-GP's)
+    mlp_critic_activation: ClassVar[str] = "relu"  # the MLP critic's (models.CRITIC_ACTIVATIONS)
 
     # ----------------------------------------------------------------------------------- config-level (classmethods)
     @classmethod

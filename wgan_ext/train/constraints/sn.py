@@ -16,6 +16,11 @@ class SpectralNormalization(Constraint):
     summary = "sn (spectral normalization)"
     resnet_ngf = 256      # SN-GAN's CIFAR-10 ResNet (Table 4)
     resnet_pool = "sum"   # SN-GAN's critic sums over the last feature map
+    # Each layer's sigma = 1 bounds the ReLU MLP's slope by 1 but leaves it far below: measured on a trained ring
+    # critic, gradient norms 0.09-0.13, max 0.21 (gp: 0.89), too flat to tell 0.01-wide modes apart. MaxMin keeps
+    # the gradient's norm through each activation (Anil et al. 2019). Ring, 6,000 iterations, seed 0: 63 % HQ
+    # against 9.5 % with ReLU; grid 24 modes / 6.4 % against 21 / 2.3 % (docs/evaluation.md).
+    mlp_critic_activation = "maxmin"
 
     def __init__(self, config, critic, device):
         super().__init__(config, critic, device)
