@@ -10,7 +10,7 @@ protocol (2,500 samples; modes captured and % high-quality samples within 3 std 
 data beside the real-vs-real floor; digits with the locally trained classifier (Fréchet classifier distance, classes
 covered, class KL). The Spearman correlation between the critic's W estimate and the quality metric is taken over
 each run's evaluations.
-Writes quality-cpu.json and quality-cpu.md (mean ± std over seeds) under --out.
+Writes quality-cpu.json and quality-cpu.md (mean ± std over seeds; --name NAME: NAME-cpu.*) under --out.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def run_one(mode: str, dataset: str, seed: int, iters: int | None, quick: bool, 
     key = quality_key(dataset)
     its = [e["iteration"] for e in evals]
     row = {"mode": mode, "dataset": dataset, "seed": seed, "iters": cfg.iters, "seconds": time.perf_counter() - t0,
+           "critic_activation": cfg.critic_activation, "lr_decay": cfg.lr_decay,
            **{k: v for k, v in evals[-1].items() if k != "iteration"},
            "spearman": spearman(w_estimate_at(metrics, its), [e[key] for e in evals])}
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
@@ -129,6 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs in parallel, each in its own process with (CPU threads / jobs) torch threads")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--name", default="quality",
+                   help="results file name before -<device>.md/.json (a partial rerun beside the full table)")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -159,7 +162,7 @@ def write(args, env: dict, settings: dict, rows: list[dict], total: int) -> str:
     benchmark leaves what it measured, marked partial). Returns the Markdown."""
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {**settings, "runs_finished": len(rows), "runs_planned": total}
-    (args.out / f"quality-{args.device}.json").write_text(json.dumps({"env": env, "settings": settings,
+    (args.out / f"{args.name}-{args.device}.json").write_text(json.dumps({"env": env, "settings": settings,
                                                                         "rows": rows}, indent=2) + "\n")
     header = (f"Device: {env['device_name']} · torch {env['torch']} · commit {env['commit']} · {env['date']}\n\n"
               f"Command: `{env['command']}`")
@@ -168,7 +171,7 @@ def write(args, env: dict, settings: dict, rows: list[dict], total: int) -> str:
     if len(rows) < total:
         header += f"\n\n**partial: {len(rows)} of {total} runs finished**"
     md = f"### sample quality on {args.device}\n\n{header}\n\n{summarize(rows)}\n"
-    (args.out / f"quality-{args.device}.md").write_text(md)
+    (args.out / f"{args.name}-{args.device}.md").write_text(md)
     return md
 
 

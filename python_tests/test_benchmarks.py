@@ -96,15 +96,16 @@ def test_fused_optim_benchmark_quick_writes_json_and_table(tmp_path):
 
 
 def test_quality_benchmark_quick_writes_json_and_table(tmp_path):
-    out = run_bench("bench_quality.py", "--quick", "--datasets", "ring", "--modes", "gp,clip", "--jobs", "2",
-                    "--out", str(tmp_path), cwd=tmp_path)
+    out = run_bench("bench_quality.py", "--quick", "--datasets", "ring", "--modes", "gp,sn", "--jobs", "2",
+                    "--out", str(tmp_path), "--name", "q", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    data = json.loads((tmp_path / "quality-cpu.json").read_text())
+    data = json.loads((tmp_path / "q-cpu.json").read_text())
     assert data["settings"]["quick"] is True and data["settings"]["jobs"] == 2
-    assert {(r["mode"], r["dataset"]) for r in data["rows"]} == {("gp", "ring"), ("clip", "ring")}
+    assert {(r["mode"], r["dataset"]) for r in data["rows"]} == {("gp", "ring"), ("sn", "ring")}
+    assert {r["mode"]: r["critic_activation"] for r in data["rows"]} == {"gp": "relu", "sn": "maxmin"}
     assert all(0 <= r["modes"] <= 8 and 0 <= r["hq"] <= 1 and r["w1"] > 0 and r["w1_floor"] > 0
                for r in data["rows"])
-    table = (tmp_path / "quality-cpu.md").read_text()
+    table = (tmp_path / "q-cpu.md").read_text()
     assert "smoke run, not a measurement" in table
     assert "| ring | wgan_ext gp (1 seeds) |" in table and "| ring | published: PacGAN4 | 7.8 | 95.9 |" in table
 
