@@ -450,6 +450,32 @@ def test_cuda_planned_clipper_in_a_cuda_graph():
     assert counts.sum().item() > 0
 
 
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_flattened_clipper_is_one_launch_and_replays_in_a_cuda_graph():
+    planned("cuda")
+    params = [nn.Parameter(torch.randn(7 + i % 5, device="cuda", dtype=DTYPES[i % 4])) for i in range(200)]
+    clipper = wgan_ext.Clipper(params, 0.5, flatten=True)
+    assert len(buffers_of(clipper)) == 4 and all(b.is_cuda for b in buffers_of(clipper))
+    clipper()
+    kernels = cuda_kernel_names(clipper)
+    assert len([k for k in kernels if "clip_plan_kernel" in k]) == 1, kernels
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        clipper()
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        clipper()
+    with torch.no_grad():
+        for p in params:
+            p.uniform_(-2, 2)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert all(p.abs().max() <= 0.5 for p in params)
+
+
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.cuda
 def test_cuda_model_moved_between_devices_rebuilds():
