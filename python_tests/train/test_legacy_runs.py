@@ -70,8 +70,11 @@ def check_models(t, name):
 
 
 # Defaults changed since the data was made, given explicitly so that the same options run again: sn's MLP critic
-# has had MaxMin activations by default since 2026-12-03 (wgan_ext/train/constraints/sn.py).
-CHANGED_DEFAULTS = {"sn": {"critic_activation": "relu"}}
+# has had MaxMin activations by default since 2026-12-03, and clip on toy data a linear learning-rate decay
+# (wgan_ext/train/constraints/).
+CLIP_TOY = {"lr_decay": "none"}
+CHANGED_DEFAULTS = {"sn": {"critic_activation": "relu"}, "clip": CLIP_TOY, "clip-before": CLIP_TOY,
+                    "clip-fused": CLIP_TOY}
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_defaults_per_mode():
     sn = resolve(TrainConfig(lipschitz="sn", dataset="digits", out="x"))
     assert (sn.optimizer, sn.lr_d, sn.beta1, sn.beta2) == ("adam", 1e-4, 0.5, 0.9)
     toy_clip = resolve(TrainConfig(lipschitz="clip", out="x"))
-    assert (toy_clip.lr_d, toy_clip.lr_decay) == (5e-5, "none")
+    assert (toy_clip.lr_d, toy_clip.lr_decay) == (5e-5, "linear")
     assert resolve(TrainConfig(lipschitz="sn", out="x")).lr_d == 3e-4
 
 

@@ -106,13 +106,13 @@ class TrainConfig:
     optimizer: str | None = _opt(None, "rmsprop or adam (default: rmsprop for clip, adam for gp and sn)",
                                  choices=OPTIMIZERS)
     lr_d: float | None = _opt(None, "critic learning rate (default: 5e-5 clip, 1e-4 gp/sn; toy data with gp/sn: "
-                                    "3e-4, decayed by --lr-decay linear)")
+                                    "3e-4; on toy data decayed by --lr-decay linear)")
     lr_g: float | None = _opt(None, "generator learning rate (default: as lr_d)")
     beta1: float | None = _opt(None, "Adam beta1 (default 0.5)")
     beta2: float | None = _opt(None, "Adam beta2 (default 0.9)")
     lr_decay: str | None = _opt(None, "learning-rate schedule of both optimizers: none, or linear (to 0 at --iters, "
-                                      "as the official WGAN-GP CIFAR-10 script); default: linear for toy data with "
-                                      "gp/sn, else none", choices=("none", "linear"))
+                                      "as the official WGAN-GP CIFAR-10 script); default: linear for toy data, else "
+                                      "none", choices=("none", "linear"))
     # the constraint
     clip_value: float = _opt(0.01, "clip: clamp every critic weight to [-c, c]")
     fused_optimizer: bool = _opt(False, "clip (order after): the critic's optimizer step and the clamp in one "
