@@ -233,6 +233,9 @@ def _flatten_(tensors: tuple[torch.Tensor, ...], names: list[str]) -> tuple[torc
         if type(t) not in _TENSOR_TYPES:
             raise TypeError(f"Clipper(flatten=True): parameter {name!r} is a {type(t).__name__}; only nn.Parameter "
                             "and plain tensors can be re-laid out (use flatten=False)")
+        if t.grad_fn is not None:
+            raise ValueError(f"Clipper(flatten=True): {name!r} is the result of an autograd operation, not a leaf "
+                             "tensor; only parameters and leaf tensors can be re-laid out")
         if t._backward_hooks or getattr(t, "_post_accumulate_grad_hooks", None):
             raise ValueError(f"Clipper(flatten=True): parameter {name!r} has hooks, which re-laying it out would "
                              "drop; build the Clipper before registering hooks or wrapping the model in DDP/FSDP")

@@ -408,6 +408,10 @@ def test_flatten_refusals_name_the_problem():
     with pytest.raises(ValueError, match="no launch plan applies"):
         wgan_ext.Clipper(mlp(), 0.01, flatten=True, impl="reference")
 
+    leaf = torch.randn(3, requires_grad=True)
+    with pytest.raises(ValueError, match="'0' is the result of an autograd operation"):
+        wgan_ext.Clipper([leaf * 2], 0.01, flatten=True)
+
     class Tagged(nn.Parameter):
         pass
 
