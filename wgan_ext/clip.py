@@ -242,14 +242,13 @@ def _flatten_(tensors: tuple[torch.Tensor, ...], names: list[str]) -> tuple[torc
         if weakref.getweakrefs(t):
             raise ValueError(f"Clipper(flatten=True): something holds a weak reference to parameter {name!r} "
                              "(torch.compile, a hook); build the Clipper before that")
-        if t._use_count() > 2 or (t._use_count() == 2 and not t.is_leaf):
+        if t._use_count() > 2:  # 2: its AccumulateGrad node, which swap_tensors handles
             raise ValueError(f"Clipper(flatten=True): parameter {name!r} is referenced from C++ (an autograd graph "
                              "that has not run backward yet?); build the Clipper between steps")
-    align = {}
     sizes: dict[torch.dtype, int] = {}
     offsets = []
     for t in tensors:
-        step = align.setdefault(t.dtype, max(1, _ALIGN_BYTES // t.element_size()))
+        step = max(1, _ALIGN_BYTES // t.element_size())
         start = -(-sizes.get(t.dtype, 0) // step) * step
         offsets.append(start)
         sizes[t.dtype] = start + t.numel()

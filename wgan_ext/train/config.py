@@ -166,14 +166,15 @@ class TrainConfig:
 OPTIONS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # What an option absent from a saved config (a run made before it existed) meant for that run.
 BEFORE_IT_EXISTED = {"g_ema": 0.0}
-
-
-def before_it_existed(saved: dict) -> dict:
-    """The values of options that a saved config (a checkpoint's) lacks because its run predates them."""
-    return {**BEFORE_IT_EXISTED, "critic_activation": "relu" if saved.get("model") == "mlp" else None}
 # What a resumed run may change; everything else comes from the checkpoint.
 RESUMABLE = {"iters", "device", "log_every", "checkpoint_every", "checkpoint_minutes", "plot_every", "plots", "eval_every",
              "progress", "tensorboard", "num_workers", "data_root", "download", "dist_backend", "cuda_graphs", "out"}
+
+
+def before_it_existed(saved: dict) -> dict:
+    """BEFORE_IT_EXISTED for one saved config (a checkpoint's): also the options whose old meaning depends on it
+    (the MLP critic had ReLU before --critic-activation; other critics have no such option)."""
+    return {**BEFORE_IT_EXISTED, "critic_activation": "relu" if saved.get("model") == "mlp" else None}
 
 
 def load_config_file(path: str) -> dict:
@@ -349,7 +350,7 @@ def validate(c: TrainConfig) -> None:
     if c.critic_activation is not None and c.model != "mlp":
         raise ConfigError(f"--critic-activation: the {c.model} critic keeps its paper's activations; the option "
                           "chooses the MLP critic's (--model mlp)")
-    if c.critic_activation == "maxmin" and c.model == "mlp":
+    if c.critic_activation == "maxmin":
         need(c.hidden % 2 == 0, "hidden", "maxmin pairs the MLP critic's hidden units: give an even number")
     if c.channels_last and c.model == "mlp":
         raise ConfigError("--channels-last: a memory format of convolutions; the MLP models have none (use --model "
