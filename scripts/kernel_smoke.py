@@ -205,6 +205,11 @@ def spectral_normalize_cases(device) -> None:
             check(f"spectral_norm_normalize {name}", outs + [saved], want + [want_saved], tol, tol)
             check(f"_spectral_norm_normalize_backward {name}", dws,
                   ref.spectral_norm_normalize_backward(g64, w64, saved), tol, tol)
+        # the same into given outputs (views of one buffer, as the nn layer's pool makes them on the CPU)
+        flat = torch.full((sum(h * w for h, w in layers),), float("nan"), device=device, dtype=dtype)
+        into = [part.view(h, w) for part, (h, w) in zip(flat.split([h * w for h, w in layers]), layers)]
+        saved = OPS._spectral_norm_normalize_into(ws, us, vs, into)
+        check(f"_spectral_norm_normalize_into {dtype}", into + [saved], want + [want_saved], tol, tol)
 
 
 def main(argv: list[str] | None = None) -> int:

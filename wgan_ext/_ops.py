@@ -21,7 +21,7 @@ ENV_IMPL = "WGAN_EXT_IMPL"
 # Compiled ops and the device types they may have kernels for.
 OP_NAMES = ("clip_", "clip_count_", "_clip_planned_", "interpolate", "gradient_norm_penalty",
             "_gradient_norm_penalty_backward", "spectral_norm_power_iteration_", "spectral_norm_normalize",
-            "_spectral_norm_normalize_backward",
+            "_spectral_norm_normalize_backward", "_spectral_norm_normalize_into",
             "rmsprop_clip_step_", "adam_clip_step_", "_rmsprop_clip_planned_", "_adam_clip_planned_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
@@ -159,7 +159,8 @@ def _bump_written_versions(lib: torch.library.Library, name: str) -> None:
 
 if has_ops():
     _LIB = torch.library.Library("wgan_ext", "IMPL")
-    for _name in ("clip_", "clip_count_", "spectral_norm_power_iteration_", "rmsprop_clip_step_", "adam_clip_step_"):
+    for _name in ("clip_", "clip_count_", "spectral_norm_power_iteration_", "rmsprop_clip_step_", "adam_clip_step_",
+                  "_spectral_norm_normalize_into"):
         _bump_written_versions(_LIB, _name)
 
 
@@ -259,6 +260,12 @@ if has_ops():
         device = weights[0].device if weights else torch.device("cpu")
         return outs, torch.empty((n,), dtype=torch.float64, device=device)
 
+    @torch.library.register_fake("wgan_ext::_spectral_norm_normalize_into")
+    def _normalize_into_fake(weights, us, vs, outs):
+        n = len(weights) + sum(W.shape[0] + W.shape[1] for W in weights)
+        device = weights[0].device if weights else torch.device("cpu")
+        return torch.empty((n,), dtype=torch.float64, device=device)
+
     @torch.library.register_fake("wgan_ext::_spectral_norm_normalize_backward")
     def _normalize_backward_fake(grads, weights, saved):
         return [torch.empty_like(W, memory_format=torch.contiguous_format) for W in weights]
@@ -277,3 +284,27 @@ if has_ops():
 
     torch.library.register_autograd("wgan_ext::spectral_norm_normalize", _normalize_backward,
                                     setup_context=_normalize_setup)
+
+
+class NormalizeInto(torch.autograd.Function):
+    """``spectral_norm_normalize`` written into the caller's tensors (``_spectral_norm_normalize_into``), with the
+    same gradient w.r.t. the weights (one ``_spectral_norm_normalize_backward`` call for all layers; none for u, v).
+    Returns aliases of ``outs`` (new tensor objects on the same memory, with this call's autograd history), so the
+    caller keeps ``outs`` untouched and can see from their storage's use count when nothing holds a result any more.
+
+    ``NormalizeInto.apply(us, vs, outs, *weights)`` -> ``(saved, *normalized)``."""
+
+    @staticmethod
+    def forward(ctx, us, vs, outs, *weights):
+        saved = inplace("_spectral_norm_normalize_into")(list(weights), us, vs, outs)
+        ctx.save_for_backward(saved, *weights)
+        ctx.mark_non_differentiable(saved)
+        return (saved, *(out.detach() for out in outs))
+
+    @staticmethod
+    def backward(ctx, _grad_saved, *grads):
+        saved, *weights = ctx.saved_tensors
+        grads = [torch.zeros_like(W) if g is None else g for g, W in zip(grads, weights)]
+        d_weights = torch.ops.wgan_ext._spectral_norm_normalize_backward(grads, weights, saved)
+        return (None, None, None, *d_weights)
+

@@ -55,6 +55,69 @@ def normalize(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torc
     return _reference.spectral_norm_normalize(weights, us, vs)
 
 
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)  # references to a storage (private; in torch >= 2.0)
+_ALIGN_BYTES = 64
+
+
+class _Slot:
+    """One set of output matrices (views of one byte buffer, 64-byte aligned), and how many references to the
+    buffer's storage exist while nothing outside the pool holds any of them."""
+
+    __slots__ = ("key", "outs", "storage", "idle_count")
+
+    def __init__(self, key: tuple, device: torch.device):
+        offsets, n = [], 0
+        for dtype, shape in key:
+            n = -(-n // _ALIGN_BYTES) * _ALIGN_BYTES
+            offsets.append(n)
+            n += shape[0] * shape[1] * dtype.itemsize
+        buffer = torch.empty(max(n, 1), dtype=torch.uint8, device=device)
+        self.key = key
+        self.outs = [buffer[o:o + shape[0] * shape[1] * dtype.itemsize].view(dtype).view(shape)
+                     for o, (dtype, shape) in zip(offsets, key)]
+        self.storage = buffer.untyped_storage()
+        del buffer  # the views keep the storage
+        self.idle_count = _USE_COUNT(self.storage._cdata)
+
+    def idle(self) -> bool:
+        return _USE_COUNT(self.storage._cdata) == self.idle_count
+
+
+class _OutputPool:
+    """Where a group's CPU normalize writes the normalized weights: output sets kept between forwards and reused
+    once nothing holds their previous results (no tensor or autograd graph refers to their memory any more, seen
+    from the storage's use count), instead of a fresh weight-sized tensor per layer and forward. On the CPU that
+    fresh memory is what SN costs most: the allocator hands large blocks back to the OS when they are freed and the
+    next forward takes them back page by page (measured in docs/benchmarks.md). Holds at most `limit` sets (a
+    critic step with a gradient penalty keeps three forwards alive until its backward); past that, and where the
+    private use-count function is missing, a forward allocates as before."""
+
+    def __init__(self, limit: int = 4):
+        self.limit = limit
+        self.slots: list[_Slot] = []
+
+    def take(self, matrices: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        if _USE_COUNT is None:
+            return None
+        key = tuple((m.dtype, tuple(m.shape)) for m in matrices)
+        for slot in self.slots:
+            if slot.key == key and slot.idle():
+                return slot.outs
+        self.slots = [slot for slot in self.slots if slot.key == key]  # the layers changed: drop the old sets
+        if len(self.slots) >= self.limit:
+            return None
+        slot = _Slot(key, matrices[0].device)
+        self.slots.append(slot)
+        return slot.outs
+
+    def __getstate__(self):  # copies and pickles of a model start with an empty pool
+        return {"limit": self.limit}
+
+    def __setstate__(self, state):
+        self.limit = state["limit"]
+        self.slots = []
+
+
 class SpectralNorm(nn.Module):
     """The spectral-norm parametrization: ``weight / sigma(weight)``, sigma by power iteration on ``weight`` viewed
     as a matrix (out, rest) along ``dim``. Same buffers, initialization (15 iterations) and semantics as torch's:
@@ -183,6 +246,7 @@ class SpectralNormGroup:
         self._holders = [m.parametrizations["weight"] for _, m in layers]
         self._sns = [h[0] for h in self._holders]
         self._handles = [model.register_forward_pre_hook(self._pre_forward)]
+        self._pool = _OutputPool()
 
     def _pre_forward(self, module, args):
         if self.update == "forward" and module.training:
@@ -197,9 +261,25 @@ class SpectralNormGroup:
         originals = [h.original for h in self._holders]
         us, vs = [sn._u for sn in sns], [sn._v for sn in sns]
         matrices = [sn._reshape_weight_to_matrix(w) for sn, w in zip(sns, originals)]
-        outs, _ = normalize(matrices, us, vs, self.impl)
+        outs = self._normalize_pooled(matrices, us, vs)
+        if outs is None:
+            outs, _ = normalize(matrices, us, vs, self.impl)
         for sn, w, u, v, out in zip(sns, originals, us, vs, outs):
             sn._pending = (w, (w._version, u._version, v._version), out)
+
+    def _normalize_pooled(self, matrices, us, vs) -> list[torch.Tensor] | None:
+        """normalize() into the pool's tensors on the CPU (None where that does not apply)."""
+        device = matrices[0].device
+        if (device.type != "cpu" or torch.compiler.is_compiling() or
+                not _ops.use_fused("_spectral_norm_normalize_into", "cpu", self.impl)):
+            return None
+        outs = self._pool.take(matrices)
+        if outs is None:
+            return None
+        if torch.is_grad_enabled() and any(m.requires_grad for m in matrices):
+            return list(_ops.NormalizeInto.apply(us, vs, outs, *matrices)[1:])
+        _ops.inplace("_spectral_norm_normalize_into")(matrices, us, vs, outs)
+        return [out.detach() for out in outs]
 
     def parametrizations(self) -> list[SpectralNorm]:
         return list(self._sns)

@@ -202,8 +202,8 @@ std::vector<Task> element_tasks(const std::vector<Layer>& layers) {
   return tasks;
 }
 
-std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors vs) {
-  check_normalize_args(weights, us, vs, DeviceType::CPU);
+// Writes every layer's W / sigma into outs (allocated here when `outs` is empty) and returns `saved`.
+Tensor normalize_into(const Tensors& weights, const Tensors& us, const Tensors& vs, Tensors& outs) {
   const size_t L = weights.size();
   std::vector<Layer> layers;
   int64_t rows_total = 0, uv_total = 0;
@@ -215,8 +215,7 @@ std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors v
   }
   Tensor saved = L == 0 ? torch::stable::empty({0}, kDouble)
                         : new_empty(weights[0], {static_cast<int64_t>(L) + uv_total}, kDouble);
-  Tensors outs;
-  if (L == 0) return {outs, saved};
+  if (L == 0) return saved;
   double* sv = static_cast<double*>(saved.mutable_data_ptr());
   // u and v, as float64 (exact) for the backward, and in each layer's acc_t for the products
   double* uv = sv + L;  // written straight into `saved`, read back below
@@ -296,7 +295,9 @@ std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors v
     }
   }
   // pass 2: W / sigma, every element of every layer
-  for (size_t l = 0; l < L; ++l) outs.push_back(empty_contiguous_like(layers[l].W));
+  if (outs.empty()) {
+    for (size_t l = 0; l < L; ++l) outs.push_back(empty_contiguous_like(layers[l].W));
+  }
   const std::vector<Task> elems = element_tasks(layers);
   torch::stable::parallel_for(0, static_cast<int64_t>(elems.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
@@ -310,7 +311,21 @@ std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors v
       });
     }
   });
+  return saved;
+}
+
+std::tuple<Tensors, Tensor> normalize_cpu(Tensors weights, Tensors us, Tensors vs) {
+  check_normalize_args(weights, us, vs, DeviceType::CPU);
+  Tensors outs;
+  Tensor saved = normalize_into(weights, us, vs, outs);
   return {outs, saved};
+}
+
+// The same into given tensors (the layer keeps them between calls: no fresh allocation per forward).
+Tensor normalize_into_cpu(Tensors weights, Tensors us, Tensors vs, Tensors outs) {
+  check_normalize_args(weights, us, vs, DeviceType::CPU);
+  check_normalize_outs(weights, us, vs, outs);
+  return normalize_into(weights, us, vs, outs);
 }
 
 Tensors normalize_backward_cpu(Tensors grads, Tensors weights, Tensor saved) {
@@ -396,6 +411,7 @@ Tensors normalize_backward_cpu(Tensors grads, Tensors weights, Tensor saved) {
 STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CPU, m) {
   m.impl("spectral_norm_power_iteration_", TORCH_BOX(&power_iteration_cpu));
   m.impl("spectral_norm_normalize", TORCH_BOX(&normalize_cpu));
+  m.impl("_spectral_norm_normalize_into", TORCH_BOX(&normalize_into_cpu));
   m.impl("_spectral_norm_normalize_backward", TORCH_BOX(&normalize_backward_cpu));
 }
 

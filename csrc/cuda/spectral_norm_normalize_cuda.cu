@@ -211,18 +211,19 @@ void for_each_launch(const Tensors& W, const std::vector<int64_t>& uv_at, const 
   }
 }
 
-std::tuple<Tensors, Tensor> normalize_cuda(Tensors weights, Tensors us, Tensors vs) {
-  check_normalize_args(weights, us, vs, DeviceType::CUDA);
-  if (weights.empty()) return {Tensors{}, torch::stable::empty({0}, kDouble)};
+// Writes every layer's W / sigma into outs (allocated here when `outs` is empty) and returns `saved`.
+Tensor normalize_into(const Tensors& weights, const Tensors& us, const Tensors& vs, Tensors& outs) {
+  if (weights.empty()) return torch::stable::empty({0}, kDouble);
   const int device = weights[0].get_device_index();
   const DeviceGuard guard(device);
   const cudaStream_t stream = current_stream(weights[0]);
-  Tensors W, u, v, outs;
+  const bool allocate = outs.empty();
+  Tensors W, u, v;
   for (size_t i = 0; i < weights.size(); ++i) {
     W.push_back(as_contiguous(weights[i]));
     u.push_back(as_contiguous(us[i]));
     v.push_back(as_contiguous(vs[i]));
-    outs.push_back(empty_contiguous_like(W[i]));
+    if (allocate) outs.push_back(empty_contiguous_like(W[i]));
   }
   Tensor saved = new_empty(weights[0], {saved_size(weights)}, kDouble);
   double* sp = static_cast<double*>(saved.mutable_data_ptr());
@@ -241,7 +242,20 @@ std::tuple<Tensors, Tensor> normalize_cuda(Tensors weights, Tensors us, Tensors 
                               sp, device, stream);
     });
   });
+  return saved;
+}
+
+std::tuple<Tensors, Tensor> normalize_cuda(Tensors weights, Tensors us, Tensors vs) {
+  check_normalize_args(weights, us, vs, DeviceType::CUDA);
+  Tensors outs;
+  Tensor saved = normalize_into(weights, us, vs, outs);
   return {outs, saved};
+}
+
+Tensor normalize_into_cuda(Tensors weights, Tensors us, Tensors vs, Tensors outs) {
+  check_normalize_args(weights, us, vs, DeviceType::CUDA);
+  check_normalize_outs(weights, us, vs, outs);
+  return normalize_into(weights, us, vs, outs);
 }
 
 Tensors normalize_backward_cuda(Tensors grads, Tensors weights, Tensor saved) {
@@ -279,6 +293,7 @@ Tensors normalize_backward_cuda(Tensors grads, Tensors weights, Tensor saved) {
 
 STABLE_TORCH_LIBRARY_IMPL(wgan_ext, CUDA, m) {
   m.impl("spectral_norm_normalize", TORCH_BOX(&normalize_cuda));
+  m.impl("_spectral_norm_normalize_into", TORCH_BOX(&normalize_into_cuda));
   m.impl("_spectral_norm_normalize_backward", TORCH_BOX(&normalize_backward_cuda));
 }
 

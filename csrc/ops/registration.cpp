@@ -159,6 +159,11 @@ STABLE_TORCH_LIBRARY(wgan_ext, m) {
   // The gradient of spectral_norm_normalize w.r.t. the weights given the normalized matrices' gradients (u, v
   // constant, as torch's spectral_norm): dW = G / sigma - <G, W> / sigma^2 u v^T, all layers in one call.
   m.def("_spectral_norm_normalize_backward(Tensor[] grads, Tensor[] weights, Tensor saved) -> Tensor[]");
+  // spectral_norm_normalize writing the normalized matrices into `outs` (one contiguous tensor per layer, the
+  // matrix's shape and dtype, no memory shared with the inputs) instead of new tensors; returns `saved`. The nn
+  // layer uses it on the CPU, where a fresh weight-sized tensor per forward is what costs (the allocator returns it
+  // to the OS and takes it back page by page); the CUDA caching allocator reuses memory as it is.
+  m.def("_spectral_norm_normalize_into(Tensor[] weights, Tensor[] us, Tensor[] vs, Tensor(a!)[] outs) -> Tensor");
   // One step of torch.optim.RMSprop (centered=False, maximize=False) on every parameter, in place, then the clamp of
   // each parameter to [-clip_value, clip_value] (None: no clamp), in one pass. momentum_buffers: one per parameter
   // when momentum > 0, else []. Float16/bfloat16 computed in float32.

@@ -1,6 +1,9 @@
 #include "spectral_norm.h"
 
 #include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace wgan_ext {
 
@@ -36,6 +39,50 @@ void check_power_iteration_args(const Tensors& weights, const Tensors& us, const
 void check_normalize_args(const Tensors& weights, const Tensors& us, const Tensors& vs,
                           DeviceType expected_device) {
   check_layers("wgan_ext::spectral_norm_normalize", weights, us, vs, expected_device);
+}
+
+namespace {
+
+// [first, last) byte address of a strided tensor's elements (empty tensors: an empty range).
+std::pair<uintptr_t, uintptr_t> byte_range(const Tensor& t) {
+  const uintptr_t start = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  if (t.numel() == 0) return {start, start};
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return {start, start + static_cast<uintptr_t>((last + 1) * static_cast<int64_t>(t.element_size()))};
+}
+
+}  // namespace
+
+void check_normalize_outs(const Tensors& weights, const Tensors& us, const Tensors& vs, const Tensors& outs) {
+  constexpr const char* op = "wgan_ext::_spectral_norm_normalize_into";
+  WGAN_CHECK(outs.size() == weights.size(), op, ": expected one out per layer, got ", outs.size(), " outs for ",
+             weights.size(), " layers");
+  std::vector<std::pair<uintptr_t, uintptr_t>> inputs;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    for (const Tensor* t : {&weights[i], &us[i], &vs[i]}) inputs.push_back(byte_range(*t));
+  }
+  std::vector<std::pair<uintptr_t, uintptr_t>> written;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const Tensor &W = weights[i], &out = outs[i];
+    WGAN_CHECK(same_shape(out, W) && dtype_of(out) == dtype_of(W) && out.device() == W.device() &&
+                   out.is_contiguous(),
+               op, ": out ", i, " must be a contiguous ", shape_of(W), " ", dtype_name(dtype_of(W)), " tensor on ",
+               device_of(W), " (its layer's matrix), got ", shape_of(out), " ", dtype_name(dtype_of(out)), " on ",
+               device_of(out), (out.is_contiguous() ? "" : ", not contiguous"));
+    const auto r = byte_range(out);
+    for (const auto& other : inputs) {
+      WGAN_CHECK(r.first == r.second || other.first == other.second || r.second <= other.first ||
+                     other.second <= r.first,
+                 op, ": out ", i, " shares memory with a weight, u or v; outs must be separate memory");
+    }
+    for (const auto& other : written) {
+      WGAN_CHECK(r.first == r.second || other.first == other.second || r.second <= other.first ||
+                     other.second <= r.first,
+                 op, ": out ", i, " overlaps another out");
+    }
+    written.push_back(r);
+  }
 }
 
 int64_t saved_size(const Tensors& weights) {

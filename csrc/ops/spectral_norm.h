@@ -15,6 +15,10 @@ void check_power_iteration_args(const Tensors& weights, const Tensors& us, const
 
 void check_normalize_args(const Tensors& weights, const Tensors& us, const Tensors& vs, DeviceType expected_device);
 
+// _spectral_norm_normalize_into's outs: one per layer, contiguous, the layer's matrix shape, dtype and device, and
+// sharing no memory with any weight, u, v or other out (the kernel reads every weight before it writes any out).
+void check_normalize_outs(const Tensors& weights, const Tensors& us, const Tensors& vs, const Tensors& outs);
+
 // The length of spectral_norm_normalize's `saved` output: the L sigmas, then each layer's u (h) and v (w).
 int64_t saved_size(const Tensors& weights);
 

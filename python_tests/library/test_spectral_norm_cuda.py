@@ -100,6 +100,27 @@ def test_normalize_and_backward_match_cpu_and_reference(dtype, case, path):
     check_backward(grads_like(Ws), Ws, saved, TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_normalize_into_given_outputs_writes_the_same_bits(dtype, path):
+    """_spectral_norm_normalize_into on CUDA: the allocating op's results, in views of one buffer; bad outs refused
+    before anything is written."""
+    if not fused_available("_spectral_norm_normalize_into", "cuda"):
+        pytest.skip("no compiled CUDA kernel for _spectral_norm_normalize_into")
+    shapes = SHAPES["small"] + SHAPES["segments"]
+    Ws, us, vs = layers(shapes, dtype)
+    flat = torch.full((sum(h * w for h, w in shapes),), float("nan"), device="cuda", dtype=dtype)
+    outs = [part.view(shape) for part, shape in zip(flat.split([h * w for h, w in shapes]), shapes)]
+    saved = OPS._spectral_norm_normalize_into(Ws, us, vs, outs)
+    want, want_saved = OPS.spectral_norm_normalize(Ws, us, vs)
+    for o, w in zip(outs, want):
+        assert torch.equal(o, w)
+    assert torch.equal(saved, want_saved)
+    with pytest.raises(RuntimeError, match="shares memory with a weight"):
+        OPS._spectral_norm_normalize_into(Ws, us, vs, [Ws[0]] + outs[1:])
+    with pytest.raises(RuntimeError, match="must be a contiguous"):
+        OPS._spectral_norm_normalize_into(Ws, us, vs, [outs[0].cpu()] + outs[1:])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_four_large_layers(dtype, path):
     need_ops()
