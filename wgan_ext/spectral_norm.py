@@ -59,6 +59,11 @@ _USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)  # references to a st
 _ALIGN_BYTES = 64
 
 
+def _functorch_active() -> bool:
+    """Whether a torch.func transform (grad, vmap, ...) is running."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 class _Slot:
     """One set of output matrices (views of one byte buffer, 64-byte aligned), and how many references to the
     buffer's storage exist while nothing outside the pool holds any of them."""
@@ -270,8 +275,10 @@ class SpectralNormGroup:
     def _normalize_pooled(self, matrices, us, vs) -> list[torch.Tensor] | None:
         """normalize() into the pool's tensors on the CPU (None where that does not apply)."""
         device = matrices[0].device
-        if (device.type != "cpu" or torch.compiler.is_compiling() or
-                not _ops.use_fused("_spectral_norm_normalize_into", "cpu", self.impl)):
+        if (device.type != "cpu" or torch.compiler.is_compiling() or torch.is_inference_mode_enabled() or
+                _functorch_active() or not _ops.use_fused("_spectral_norm_normalize_into", "cpu", self.impl)):
+            # (memory taken under inference_mode could never be used by autograd afterwards; torch.func's wrapped
+            # tensors have no storage to count)
             return None
         outs = self._pool.take(matrices)
         if outs is None:

@@ -251,6 +251,35 @@ def test_a_dtype_change_gets_new_outputs():
     torch.testing.assert_close(y, h, rtol=1e-5, atol=1e-6)
 
 
+def test_inference_mode_before_and_between_training_forwards():
+    theirs, ours, group = pair()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for model in (theirs, ours):
+        with torch.inference_mode():  # memory taken here would be an inference tensor, unusable by autograd later
+            model(x)
+    assert group._pool.slots == []
+    for _ in range(2):
+        ya, yb = theirs(x), ours(x)
+        torch.testing.assert_close(ya, yb, rtol=1e-10, atol=1e-12)
+        ya.sum().backward()
+        yb.sum().backward()
+        with torch.inference_mode():
+            torch.testing.assert_close(theirs(x), ours(x), rtol=1e-10, atol=1e-12)
+    for a, b in zip(theirs.parameters(), ours.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    assert len(group._pool.slots) == 1
+
+
+def test_torch_func_transforms_leave_the_pool_alone():
+    """vmap(grad) of the critic w.r.t. its input, as a per-sample gradient penalty takes it, works as without it."""
+    theirs, ours, group = pair(update="manual")
+    x = torch.randn(4, 3, dtype=torch.float64)
+    got = torch.func.vmap(torch.func.grad(lambda xi: ours(xi[None]).sum()))(x)
+    want = torch.func.vmap(torch.func.grad(lambda xi: theirs.eval()(xi[None]).sum()))(x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert group._pool.slots == []
+
+
 def test_copies_start_with_an_empty_pool():
     _, ours, group = pair()
     x = torch.randn(4, 3, dtype=torch.float64)
