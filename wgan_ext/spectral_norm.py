@@ -276,7 +276,8 @@ class SpectralNormGroup:
         """normalize() into the pool's tensors on the CPU (None where that does not apply)."""
         device = matrices[0].device
         if (device.type != "cpu" or torch.compiler.is_compiling() or torch.is_inference_mode_enabled() or
-                _functorch_active() or not _ops.use_fused("_spectral_norm_normalize_into", "cpu", self.impl)):
+                _functorch_active() or _ops.resolve_impl(self.impl) == "reference" or
+                not _ops.has_kernel("_spectral_norm_normalize_into", "cpu")):
             # (memory taken under inference_mode could never be used by autograd afterwards; torch.func's wrapped
             # tensors have no storage to count)
             return None

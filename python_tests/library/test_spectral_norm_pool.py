@@ -300,3 +300,11 @@ def test_without_the_use_count_function_nothing_is_pooled(monkeypatch):
     x = torch.randn(4, 3, dtype=torch.float64)
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-10, atol=1e-12)
     assert group._pool.slots == []
+
+
+def test_the_reference_impl_uses_no_kept_outputs():
+    torch.manual_seed(0)
+    model = critic()
+    group = wgan_ext.apply_spectral_norm(model, impl="reference")
+    model(torch.randn(4, 3, dtype=torch.float64)).sum().backward()
+    assert group._pool.slots == []
