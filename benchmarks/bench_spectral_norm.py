@@ -7,6 +7,8 @@ forward + backward (the critic's mean output, gradients of its parameters); and 
 layer's normalized weight (power iteration, sigma, division) without the layers' own work.
 On the CPU the overhead also holds the convolutions' extra cost on a freshly computed weight, the same for both.
 Critics:
+  tiny-mlp  2 -> 16 -> 16 -> 16 -> 1 (ReLU), batch 8: almost no arithmetic, so its rows are the host's cost per
+            forward (Python, dispatch, allocation), which bounds an eager critic on a GPU whatever the kernels do
   toy-mlp   2 -> 512 -> 512 -> 512 -> 1 (ReLU), batch 256
   dcgan64   the DCGAN 64x64 critic without BatchNorm, ndf 64, batch 64 (CPU: batch 8)
 Variants (timed in alternating rounds): plain (no SN), torch (torch.nn.utils.parametrizations.spectral_norm on every
@@ -40,6 +42,7 @@ from bench_gradient_penalty import dcgan64_critic, toy_mlp_critic  # noqa: E402
 
 import wgan_ext  # noqa: E402
 from wgan_ext import _ops  # noqa: E402
+from wgan_ext.train.models import MLPCritic  # noqa: E402
 
 
 def with_torch_sn(model: nn.Module) -> nn.Module:
@@ -143,7 +146,8 @@ def power_iteration_rows(device: str, quick: bool, fused: bool) -> list[dict]:
 
 def run_device(device: str, quick: bool, out_dir: Path) -> Path:
     fused = _ops.has_kernel("spectral_norm_power_iteration_", device)
-    cases = [("toy-mlp", toy_mlp_critic, (64 if quick else 256, 2)),
+    cases = [("tiny-mlp", lambda: MLPCritic(2, hidden=16), (8, 2)),
+             ("toy-mlp", toy_mlp_critic, (64 if quick else 256, 2)),
              ("dcgan64", dcgan64_critic, (2 if quick else (64 if device == "cuda" else 8), 3, 64, 64))]
     rows = []
     for case, build, shape in cases:

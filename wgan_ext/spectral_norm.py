@@ -167,12 +167,17 @@ class SpectralNorm(nn.Module):
         return permuted.permute(inverse)
 
     def _take_pending(self, weight: torch.Tensor) -> torch.Tensor | None:
-        pending, self._pending = self._pending, None
+        # (runs once per layer and forward: __dict__ and _buffers directly, not nn.Module's attribute machinery)
+        pending = self._pending
         if pending is None:
             return None
+        self.__dict__["_pending"] = None
         w, versions, matrix = pending
-        if w is not weight or versions != (weight._version, self._u._version, self._v._version):
+        buffers = self._buffers
+        if w is not weight or versions != (weight._version, buffers["_u"]._version, buffers["_v"]._version):
             return None  # the weight, u or v changed since the group normalized them
+        if self.dim == 0 and matrix.shape == weight.shape:
+            return matrix  # a Linear's weight is its matrix
         return self._matrix_to_weight(matrix, weight)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -263,14 +268,24 @@ class SpectralNormGroup:
         sns = self._sns
         if not sns:
             return
-        originals = [h.original for h in self._holders]
-        us, vs = [sn._u for sn in sns], [sn._v for sn in sns]
-        matrices = [sn._reshape_weight_to_matrix(w) for sn, w in zip(sns, originals)]
+        originals, us, vs, matrices = self._layer_tensors()
         outs = self._normalize_pooled(matrices, us, vs)
         if outs is None:
             outs, _ = normalize(matrices, us, vs, self.impl)
         for sn, w, u, v, out in zip(sns, originals, us, vs, outs):
-            sn._pending = (w, (w._version, u._version, v._version), out)
+            sn.__dict__["_pending"] = (w, (w._version, u._version, v._version), out)
+
+    def _layer_tensors(self):
+        """Every layer's raw weight, u, v and weight matrix, read from the modules' dicts: this runs at every
+        forward, and each nn.Module attribute lookup costs about a microsecond."""
+        originals = [h._parameters.get("original") for h in self._holders]
+        if any(w is None for w in originals):  # a parametrized buffer
+            originals = [h.original for h in self._holders]
+        us = [sn._buffers["_u"] for sn in self._sns]
+        vs = [sn._buffers["_v"] for sn in self._sns]
+        matrices = [w if sn.dim == 0 and w.dim() == 2 else sn._reshape_weight_to_matrix(w)
+                    for sn, w in zip(self._sns, originals)]
+        return originals, us, vs, matrices
 
     def _normalize_pooled(self, matrices, us, vs) -> list[torch.Tensor] | None:
         """normalize() into the pool's tensors on the CPU (None where that does not apply)."""
@@ -297,9 +312,8 @@ class SpectralNormGroup:
         sns = self._sns
         if not sns:
             return
-        weights = [sn._reshape_weight_to_matrix(h.original.detach()) for sn, h in zip(sns, self._holders)]
-        power_iteration_(weights, [sn._u for sn in sns], [sn._v for sn in sns], sns[0].n_power_iterations,
-                         sns[0].eps, self.impl)
+        _, us, vs, matrices = self._layer_tensors()
+        power_iteration_(matrices, us, vs, sns[0].n_power_iterations, sns[0].eps, self.impl)  # (under no_grad)
 
     def attach(self, optimizer: torch.optim.Optimizer):
         """Update u, v after every ``optimizer.step()`` (for ``update="step"``). Returns a removable handle."""

@@ -264,3 +264,23 @@ def test_conv_transpose_weights_come_back_in_their_layout():
     yb.sum().backward()
     for a, b in zip(theirs.parameters(), ours.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_a_frozen_weight_held_as_a_buffer_is_batched_too():
+    need_op("cpu")
+    torch.manual_seed(0)
+    base = critic(3)
+    for m in base:
+        if isinstance(m, nn.Linear):
+            w = m.weight.detach().clone()
+            del m.weight
+            m.register_buffer("weight", w)
+    theirs, ours = copy.deepcopy(base), copy.deepcopy(base)
+    for m in theirs:
+        if isinstance(m, nn.Linear):
+            torch_spectral_norm(m)
+    wgan_ext.apply_spectral_norm(ours)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for _ in range(2):
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-10, atol=1e-12)
