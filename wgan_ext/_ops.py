@@ -253,18 +253,19 @@ if has_ops():
     torch.library.register_autograd("wgan_ext::gradient_norm_penalty", _penalty_backward,
                                     setup_context=_penalty_setup)
 
-    @torch.library.register_fake("wgan_ext::spectral_norm_normalize")
-    def _normalize_fake(weights, us, vs):
-        outs = [torch.empty_like(W, memory_format=torch.contiguous_format) for W in weights]
-        n = len(weights) + sum(W.shape[0] + W.shape[1] for W in weights)
-        device = weights[0].device if weights else torch.device("cpu")
-        return outs, torch.empty((n,), dtype=torch.float64, device=device)
-
-    @torch.library.register_fake("wgan_ext::_spectral_norm_normalize_into")
-    def _normalize_into_fake(weights, us, vs, outs):
+    def _saved_like(weights):
+        """The normalize ops' `saved` output: the L sigmas, then every layer's u and v, float64."""
         n = len(weights) + sum(W.shape[0] + W.shape[1] for W in weights)
         device = weights[0].device if weights else torch.device("cpu")
         return torch.empty((n,), dtype=torch.float64, device=device)
+
+    @torch.library.register_fake("wgan_ext::spectral_norm_normalize")
+    def _normalize_fake(weights, us, vs):
+        return [torch.empty_like(W, memory_format=torch.contiguous_format) for W in weights], _saved_like(weights)
+
+    @torch.library.register_fake("wgan_ext::_spectral_norm_normalize_into")
+    def _normalize_into_fake(weights, us, vs, outs):
+        return _saved_like(weights)
 
     @torch.library.register_fake("wgan_ext::_spectral_norm_normalize_backward")
     def _normalize_backward_fake(grads, weights, saved):
@@ -276,14 +277,19 @@ if has_ops():
         ctx.save_for_backward(output[1], *weights)
 
     def _normalize_backward(ctx, grads, grad_saved):
-        saved, *weights = ctx.saved_tensors
-        grads = [torch.zeros_like(W) if g is None else g for g, W in zip(grads, weights)]
-        d_weights = torch.ops.wgan_ext._spectral_norm_normalize_backward(grads, weights, saved)
-        none = [None] * len(weights)
+        d_weights = _weight_grads(ctx, grads)
+        none = [None] * len(d_weights)
         return d_weights, none, none  # the inputs' structure: no gradient for u, v
 
     torch.library.register_autograd("wgan_ext::spectral_norm_normalize", _normalize_backward,
                                     setup_context=_normalize_setup)
+
+
+def _weight_grads(ctx, grads) -> list[torch.Tensor]:
+    """The weights' gradients of a batched normalize, whose context saved (`saved`, *weights); one op call."""
+    saved, *weights = ctx.saved_tensors
+    grads = [torch.zeros_like(W) if g is None else g for g, W in zip(grads, weights)]
+    return torch.ops.wgan_ext._spectral_norm_normalize_backward(grads, weights, saved)
 
 
 class NormalizeInto(torch.autograd.Function):
@@ -303,8 +309,5 @@ class NormalizeInto(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _grad_saved, *grads):
-        saved, *weights = ctx.saved_tensors
-        grads = [torch.zeros_like(W) if g is None else g for g, W in zip(grads, weights)]
-        d_weights = torch.ops.wgan_ext._spectral_norm_normalize_backward(grads, weights, saved)
-        return (None, None, None, *d_weights)
+        return (None, None, None, *_weight_grads(ctx, grads))
 

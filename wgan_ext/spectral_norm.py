@@ -151,14 +151,16 @@ class SpectralNorm(nn.Module):
             power_iteration_([weight_mat], [self._u], [self._v], 15, self.eps, self.impl)
 
     def _reshape_weight_to_matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.dim == 0 and weight.dim() == 2:
+            return weight  # a Linear's weight is its matrix (this runs for every layer and forward)
         if self.dim != 0:
             weight = weight.permute(self.dim, *(d for d in range(weight.dim()) if d != self.dim))
         return weight.flatten(1)
 
     def _matrix_to_weight(self, matrix: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """The inverse of _reshape_weight_to_matrix (a view)."""
+        """The inverse of _reshape_weight_to_matrix (a view, or the matrix itself for a Linear's weight)."""
         if self.dim == 0:
-            return matrix.view(weight.shape)
+            return matrix if matrix.shape == weight.shape else matrix.view(weight.shape)
         rest = [d for d in range(weight.dim()) if d != self.dim]
         permuted = matrix.view([weight.shape[self.dim]] + [weight.shape[d] for d in rest])
         inverse = [0] * weight.dim()
@@ -176,8 +178,6 @@ class SpectralNorm(nn.Module):
         buffers = self._buffers
         if w is not weight or versions != (weight._version, buffers["_u"]._version, buffers["_v"]._version):
             return None  # the weight, u or v changed since the group normalized them
-        if self.dim == 0 and matrix.shape == weight.shape:
-            return matrix  # a Linear's weight is its matrix
         return self._matrix_to_weight(matrix, weight)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -259,16 +259,21 @@ class SpectralNormGroup:
         self._pool = _OutputPool()
 
     def _pre_forward(self, module, args):
+        if not self._sns:
+            return
+        tensors = self._layer_tensors()  # read once for both (the power iteration updates u, v in place)
         if self.update == "forward" and module.training:
-            self.power_iteration()
-        self.normalize()
+            self._power_iteration(tensors)
+        self._normalize(tensors)
 
     def normalize(self) -> None:
         """Every layer's W / sigma in one op call, for the layers' next forward (done before each model forward)."""
+        if self._sns:
+            self._normalize(self._layer_tensors())
+
+    def _normalize(self, tensors) -> None:
         sns = self._sns
-        if not sns:
-            return
-        originals, us, vs, matrices = self._layer_tensors()
+        originals, us, vs, matrices = tensors
         outs = self._normalize_pooled(matrices, us, vs)
         if outs is None:
             outs, _ = normalize(matrices, us, vs, self.impl)
@@ -283,8 +288,7 @@ class SpectralNormGroup:
             originals = [h.original for h in self._holders]
         us = [sn._buffers["_u"] for sn in self._sns]
         vs = [sn._buffers["_v"] for sn in self._sns]
-        matrices = [w if sn.dim == 0 and w.dim() == 2 else sn._reshape_weight_to_matrix(w)
-                    for sn, w in zip(self._sns, originals)]
+        matrices = [sn._reshape_weight_to_matrix(w) for sn, w in zip(self._sns, originals)]
         return originals, us, vs, matrices
 
     def _normalize_pooled(self, matrices, us, vs) -> list[torch.Tensor] | None:
@@ -309,10 +313,12 @@ class SpectralNormGroup:
 
     def power_iteration(self) -> None:
         """One update of every layer's u, v (n_power_iterations steps each), in one op call."""
+        if self._sns:
+            self._power_iteration(self._layer_tensors())
+
+    def _power_iteration(self, tensors) -> None:
         sns = self._sns
-        if not sns:
-            return
-        _, us, vs, matrices = self._layer_tensors()
+        _, us, vs, matrices = tensors
         power_iteration_(matrices, us, vs, sns[0].n_power_iterations, sns[0].eps, self.impl)  # (under no_grad)
 
     def attach(self, optimizer: torch.optim.Optimizer):
@@ -330,9 +336,9 @@ class SpectralNormGroup:
         with other values in one device-to-host transfer."""
         values = []
         with torch.no_grad():
-            for (_, m), sn in zip(self.layers, self.parametrizations()):
-                W = sn._reshape_weight_to_matrix(m.parametrizations["weight"].original)
-                values.append(torch.vdot(sn._u, torch.mv(W, sn._v)).double())
+            _, us, vs, matrices = self._layer_tensors()
+            for W, u, v in zip(matrices, us, vs):
+                values.append(torch.vdot(u, torch.mv(W, v)).double())
         if not values:
             return torch.zeros(0, dtype=torch.float64)
         return torch.stack([v.to(values[0].device) for v in values])
