@@ -8,7 +8,7 @@
 Per-mode defaults (all overridable; each constraint's class in constraints/ holds its own):
     clip  RMSprop, lr 5e-5 (critic and generator), clip value c = 0.01, n_critic 5 (WGAN paper, Algorithm 1)
     gp    Adam, lr 1e-4, betas (0.5, 0.9), lambda 10 (toy data: 0.1), n_critic 5 (WGAN-GP official scripts)
-    sn    Adam, lr 1e-4, betas (0.5, 0.9), n_critic 5
+    sn    Adam, lr 1e-4, betas (0.5, 0.9) (toy data: (0, 0.9)), n_critic 5
 Batch 64. On toy data lambda is 0.1 as in the WGAN-GP toy script (with 10 the 2-D runs oscillate).
 """
 
@@ -108,7 +108,7 @@ class TrainConfig:
     lr_d: float | None = _opt(None, "critic learning rate (default: 5e-5 clip, 1e-4 gp/sn; toy data with gp/sn: "
                                     "3e-4; on toy data decayed by --lr-decay linear)")
     lr_g: float | None = _opt(None, "generator learning rate (default: as lr_d)")
-    beta1: float | None = _opt(None, "Adam beta1 (default 0.5)")
+    beta1: float | None = _opt(None, "Adam beta1 (default 0.5; sn on toy data 0)")
     beta2: float | None = _opt(None, "Adam beta2 (default 0.9)")
     lr_decay: str | None = _opt(None, "learning-rate schedule of both optimizers: none, or linear (to 0 at --iters, "
                                       "as the official WGAN-GP CIFAR-10 script); default: linear for toy data, else "
@@ -259,7 +259,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if c.lr_g is None:
         c.lr_g = c.lr_d
     if c.beta1 is None:
-        c.beta1 = 0.5
+        c.beta1 = mode.default_beta1(toy)
     if c.beta2 is None:
         c.beta2 = 0.9
     if c.gp_weight is None:

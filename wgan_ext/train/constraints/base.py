@@ -17,7 +17,8 @@ device. The trainer then calls, in this order:
 Class-level, before any model exists (the config layer's per-mode defaults and checks):
 
     name, summary                        the --lipschitz value and its one-line help
-    default_optimizer, default_critic_norm, default_lr(toy), default_lr_decay(toy), mlp_critic_activation
+    default_optimizer, default_critic_norm, default_lr(toy), default_lr_decay(toy), default_beta1(toy),
+    mlp_critic_activation
     validate(config)                     raise ConfigError for options this mode cannot run with
     graphs_unsupported(config)           why --cuda-graphs cannot capture this mode's steps, or None
 """
@@ -51,6 +52,11 @@ class Constraint:
     @classmethod
     def default_lr_decay(cls, toy: bool) -> str:
         return "linear" if toy else "none"
+
+    @classmethod
+    def default_beta1(cls, toy: bool) -> float:
+        # Adam's beta1 where the optimizer is Adam: 0.5, as the official WGAN-GP scripts
+        return 0.5
 
     @classmethod
     def validate(cls, c) -> None:
