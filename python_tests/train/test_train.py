@@ -96,7 +96,7 @@ def test_defaults_per_mode():
     sn = resolve(TrainConfig(lipschitz="sn", dataset="digits", out="x"))
     assert (sn.optimizer, sn.lr_d, sn.beta1, sn.beta2) == ("adam", 1e-4, 0.5, 0.9)
     toy_clip = resolve(TrainConfig(lipschitz="clip", out="x"))
-    assert (toy_clip.lr_d, toy_clip.lr_decay) == (5e-5, "linear")
+    assert (toy_clip.lr_d, toy_clip.lr_g, toy_clip.lr_decay) == (2e-4, 2e-4, "linear")  # toy data: measured
     toy_sn = resolve(TrainConfig(lipschitz="sn", out="x"))
     assert (toy_sn.lr_d, toy_sn.beta1, toy_sn.beta2) == (3e-4, 0.0, 0.9)  # toy data: no momentum (measured)
     assert resolve(TrainConfig(lipschitz="sn", beta1=0.3, out="x")).beta1 == 0.3  # an explicit value wins

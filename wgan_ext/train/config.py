@@ -6,7 +6,8 @@
     ConfigError                      a bad value; the message names the option, what was given and what is allowed
 
 Per-mode defaults (all overridable; each constraint's class in constraints/ holds its own):
-    clip  RMSprop, lr 5e-5 (critic and generator), clip value c = 0.01, n_critic 5 (WGAN paper, Algorithm 1)
+    clip  RMSprop, lr 5e-5 (critic and generator; toy data 2e-4), clip value c = 0.01, n_critic 5 (WGAN paper,
+          Algorithm 1)
     gp    Adam, lr 1e-4, betas (0.5, 0.9), lambda 10 (toy data: 0.1), n_critic 5 (WGAN-GP official scripts)
     sn    Adam, lr 1e-4, betas (0.5, 0.9) (toy data: (0, 0.9)), n_critic 5
 Batch 64. On toy data lambda is 0.1 as in the WGAN-GP toy script (with 10 the 2-D runs oscillate).
@@ -105,8 +106,8 @@ class TrainConfig:
                                 choices=("constant", "official"))
     optimizer: str | None = _opt(None, "rmsprop or adam (default: rmsprop for clip, adam for gp and sn)",
                                  choices=OPTIMIZERS)
-    lr_d: float | None = _opt(None, "critic learning rate (default: 5e-5 clip, 1e-4 gp/sn; toy data with gp/sn: "
-                                    "3e-4; on toy data decayed by --lr-decay linear)")
+    lr_d: float | None = _opt(None, "critic learning rate (default: 5e-5 clip, 1e-4 gp/sn; toy data: clip 2e-4, "
+                                    "gp/sn 3e-4, decayed by --lr-decay linear)")
     lr_g: float | None = _opt(None, "generator learning rate (default: as lr_d)")
     beta1: float | None = _opt(None, "Adam beta1 (default 0.5; sn on toy data 0)")
     beta2: float | None = _opt(None, "Adam beta2 (default 0.9)")
