@@ -178,3 +178,28 @@ def test_the_ema_benchmark_evaluates_the_raw_generator_and_each_average(tmp_path
     assert [r["generator"] for r in rows] == ["raw", "ema 0.9", "ema 0.99"]
     assert all(0 <= r["hq"] <= 1 and r["w1"] > 0 for r in rows)
     assert "| ring | gp | ema 0.99 | 1 |" in (tmp_path / "ema-cpu.md").read_text()
+
+
+def test_the_readme_quality_table_matches_the_committed_results():
+    """The README's sample-quality rows are the means of the committed 5-seed tables, and its published rows those
+    of bench_quality.PUBLISHED."""
+    sys.path.insert(0, str(BENCH))
+    import bench_quality
+
+    readme = (BENCH.parent / "README.md").read_text()
+
+    def fmt(x):
+        return f"{round(x, 1):g}"
+
+    for mode in ("gp", "sn", "clip"):
+        rows = json.loads((BENCH / "results" / f"quality-{mode}-6000-cpu.json").read_text())["rows"]
+        cells = []
+        for ds in ("ring", "grid"):
+            rs = [r for r in rows if r["dataset"] == ds and r["mode"] == mode]
+            assert len(rs) == 5, (mode, ds)
+            cells.append(f"{fmt(sum(r['modes'] for r in rs) / 5)} / {fmt(sum(100 * r['hq'] for r in rs) / 5)}")
+        assert f"| wgan_ext {mode} | {cells[0]} | {cells[1]} |" in readme, (mode, cells)
+    published = {(ds, m): f"{mo:g} / {hq:g}" for ds, m, mo, hq in bench_quality.PUBLISHED}
+    for method in ("WGAN-GP (GDPP paper, Table 1)", "VEEGAN", "PacGAN4"):
+        row = f"| published {method} | {published['ring', method]} | {published['grid', method]} |"
+        assert row in readme, row
