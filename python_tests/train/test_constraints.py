@@ -57,7 +57,7 @@ def test_registry_and_per_mode_defaults():
     assert (CONSTRAINTS["clip"], CONSTRAINTS["gp"], CONSTRAINTS["sn"]) == (WeightClipping, GradientPenalty,
                                                                        SpectralNormalization)
     for mode, (opt, norm, lr_toy, lr_img, decay_toy) in {
-            "clip": ("rmsprop", "batch", 5e-5, 5e-5, "linear"),
+            "clip": ("rmsprop", "batch", 2e-4, 5e-5, "linear"),
             "gp": ("adam", "layer", 3e-4, 1e-4, "linear"),
             "sn": ("adam", "none", 3e-4, 1e-4, "linear")}.items():
         toy = resolve(TrainConfig(lipschitz=mode))
