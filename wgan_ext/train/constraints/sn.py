@@ -24,7 +24,7 @@ class SpectralNormalization(Constraint):
 
     @classmethod
     def default_beta1(cls, toy: bool) -> float:
-        # Toy data: Adam without momentum (beta1 0, as the WGAN-GP paper's and SN-GAN's ResNet settings). With 0.5 the
+        # Toy data: Adam without momentum (beta1 0, the WGAN-GP paper's value; its scripts use 0.5). With 0.5 the
         # sn generator kept its samples between the grid's modes until the rate had decayed; with 0 it sharpens while
         # it trains. 6,000 iterations, 5 seeds: grid 25 modes / 70.2 % HQ against 22.2 / 8.7 %, ring 84.3 % against
         # 66.1 % (benchmarks/results/quality-sn-6000-cpu.md). Images: no measurement, the WGAN-GP scripts' 0.5.
