@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from . import _ops, _reference
+from . import _ops, _reference, _watch
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _SUPPORTED = frozenset(SUPPORTED_DTYPES)
@@ -267,24 +267,6 @@ def _flatten_(tensors: tuple[torch.Tensor, ...], names: list[str]) -> tuple[torc
     return tuple(buffers.values())
 
 
-# Counts every parameter or submodule registration on any module (torch's global registration hooks, installed by
-# the first Clipper built from a module): a Clipper that follows its module re-reads the module's parameters only
-# when this moved since its last call.
-_REGISTRATIONS = [0]
-_HOOKS: list = []
-
-
-def _registered(*_args):
-    _REGISTRATIONS[0] += 1
-
-
-def _watch_registrations() -> None:
-    if not _HOOKS:
-        from torch.nn.modules import module as module_mod
-        _HOOKS.append(module_mod.register_module_parameter_registration_hook(_registered))
-        _HOOKS.append(module_mod.register_module_module_registration_hook(_registered))
-
-
 def _named_params(module: nn.Module, exclude: Iterable[str], exclude_types: tuple) -> list[tuple[str, nn.Parameter]]:
     named = list(module.named_parameters())
     skip = set()
@@ -366,8 +348,8 @@ class Clipper:
         self._module = params if isinstance(params, nn.Module) else None
         self._exclude, self._exclude_types = exclude, exclude_types
         if self._module is not None:
-            _watch_registrations()
-        self._seen = _REGISTRATIONS[0]
+            _watch.watch()
+        self._seen = _watch.REGISTRATIONS[0]
         self.cache_plan = bool(cache_plan)
         self._plan: _ClipPlan | None = None
         self._retired: list[torch.Tensor] = []
@@ -382,7 +364,7 @@ class Clipper:
 
     def _refresh(self) -> None:
         """Re-reads the module's parameters after a registration somewhere (cheap: only then)."""
-        self._seen = _REGISTRATIONS[0]
+        self._seen = _watch.REGISTRATIONS[0]
         named = _named_params(self._module, self._exclude, self._exclude_types)
         params = [p for _, p in named]
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
@@ -420,7 +402,7 @@ class Clipper:
 
     def __call__(self) -> torch.Tensor | None:
         """Clamp every parameter now. Returns the per-parameter counts at a bound when tracking saturation."""
-        if self._module is not None and self._seen != _REGISTRATIONS[0]:
+        if self._module is not None and self._seen != _watch.REGISTRATIONS[0]:
             self._refresh()
         plan = None if not self.cache_plan or torch.compiler.is_compiling() else self._planned()
         if plan is not None:

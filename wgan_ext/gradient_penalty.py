@@ -17,14 +17,18 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+import weakref
 
 import torch
 from torch import nn
 
-from . import _ops, _reference
+from . import _ops, _reference, _watch
 
 _SUPPORTED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _warned_batchnorm = False
+# critic -> (registration count when its modules were walked, its BatchNorm layers): a penalty call then checks
+# only those layers' training flags instead of walking every module (5-7 us per call on the toy and DCGAN critics)
+_BATCHNORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _check_number(value, name: str, minimum: float | None = None, allow_zero: bool = True) -> float:
@@ -54,7 +58,13 @@ def _warn_batchnorm(critic) -> None:
     global _warned_batchnorm
     if _warned_batchnorm or not isinstance(critic, nn.Module):
         return
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in critic.modules()):
+    _watch.watch()
+    seen = _BATCHNORMS.get(critic)
+    if seen is None or seen[0] != _watch.REGISTRATIONS[0]:  # first call, or a module or parameter was added since
+        seen = (_watch.REGISTRATIONS[0],
+                tuple(m for m in critic.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)))
+        _BATCHNORMS[critic] = seen
+    if any(m.training for m in seen[1]):
         _warned_batchnorm = True
         warnings.warn("gradient penalty with a BatchNorm critic: slow (double backward through BatchNorm) and not "
                       "per-sample; use LayerNorm or no normalization in the critic", RuntimeWarning, stacklevel=3)

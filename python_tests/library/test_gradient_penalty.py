@@ -2,6 +2,7 @@
 plain-torch recipe (value and the gradient of every critic parameter)."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -263,13 +264,40 @@ def test_falls_back_to_the_reference_with_one_warning(monkeypatch):
     torch.testing.assert_close(ours, plain_recipe(critic, real, fake, alpha))
 
 
-def test_batchnorm_critic_warns():
-    import wgan_ext.gradient_penalty as gp_module
+def _gp_module():
+    # (`import wgan_ext.gradient_penalty as m` gives the function: the package exports it under the module's name)
+    return sys.modules["wgan_ext.gradient_penalty"]
 
-    gp_module._warned_batchnorm = False
+
+def test_batchnorm_critic_warns(monkeypatch):
+    monkeypatch.setattr(_gp_module(), "_warned_batchnorm", False)
     critic = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
     with pytest.warns(RuntimeWarning, match="BatchNorm"):
         wgan_ext.gradient_penalty(critic, torch.randn(4, 2), torch.randn(4, 2))
+
+
+def test_batchnorm_check_follows_the_critic_without_walking_it_every_call(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(_gp_module(), "_warned_batchnorm", False)
+    critic = nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 1))
+    walks = []
+    plain_modules = critic.modules
+    critic.modules = lambda: (walks.append(1), plain_modules())[1]  # counts the walks over the module tree
+    real, fake = torch.randn(4, 2), torch.randn(4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            wgan_ext.gradient_penalty(critic, real, fake)
+    assert len(walks) == 1  # walked once, then the cached answer (nothing was registered since)
+    critic.append(nn.BatchNorm1d(1).eval())  # a BatchNorm layer added later, in eval mode: no warning yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wgan_ext.gradient_penalty(critic, real, fake)
+    assert len(walks) == 2
+    critic.train()  # the same layer now normalizes by batch statistics: the next call warns
+    with pytest.warns(RuntimeWarning, match="BatchNorm"):
+        wgan_ext.gradient_penalty(critic, real, fake)
 
 
 def _critic(x):
