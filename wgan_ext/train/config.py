@@ -1,7 +1,7 @@
 """The trainer's configuration: one dataclass, per-mode defaults from the papers, validation, config files.
 
     TrainConfig(...)                 every option; None means "the default for this mode and dataset"
-    resolve(cfg) -> TrainConfig      fills the Nones (see DEFAULTS_TEXT) and validates; raises ConfigError
+    resolve(cfg) -> TrainConfig      fills the Nones (the defaults below) and validates; raises ConfigError
     load_config_file(path) -> dict   YAML (.yaml/.yml), TOML (.toml) or JSON (.json); keys are option names
     ConfigError                      a bad value; the message names the option, what was given and what is allowed
 
