@@ -70,7 +70,9 @@ def spectral_norm_normalize(weights: list[torch.Tensor], us: list[torch.Tensor],
     w.r.t. the weights (u, v constant): the reference of the op's backward too."""
     outs, sigmas, uvs = [], [], []
     for W, u, v in zip(weights, us, vs):
-        u, v = u.detach(), v.detach()
+        # copies, as torch's parametrization takes: autograd saves u and v for the backward, and the next forward's
+        # power iteration updates them in place before it (two forwards, real and fake, then one backward)
+        u, v = u.detach().clone(), v.detach().clone()
         sigma = torch.vdot(u, torch.mv(W, v))
         outs.append((W / sigma).contiguous())
         sigmas.append(sigma.detach().double().reshape(1))

@@ -108,7 +108,7 @@ def dcgan_critic(nc=3, ndf=16):
         nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Flatten(0))
 
 
-def twin_critics(device, dtype=torch.float64, update="forward"):
+def twin_critics(device, dtype=torch.float64, update="forward", impl=None):
     torch.manual_seed(0)
     base = dcgan_critic().to(device=device, dtype=dtype)
     theirs, ours = copy.deepcopy(base), copy.deepcopy(base)
@@ -117,14 +117,16 @@ def twin_critics(device, dtype=torch.float64, update="forward"):
         if isinstance(m, nn.Conv2d):
             torch_spectral_norm(m)
     torch.manual_seed(1)
-    group = wgan_ext.apply_spectral_norm(ours, update=update)
+    group = wgan_ext.apply_spectral_norm(ours, update=update, impl=impl)
     return theirs, ours, group
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_batched_dcgan_critic_matches_torch_over_training_steps(device):
-    need_op(device)
-    theirs, ours, group = twin_critics(device)
+@pytest.mark.parametrize("impl", [None, "reference"])  # the reference: what runs where the compiled ops are missing
+def test_batched_dcgan_critic_matches_torch_over_training_steps(device, impl):
+    if impl is None:
+        need_op(device)
+    theirs, ours, group = twin_critics(device, impl=impl)
     assert len(group.layers) == 5
     opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (theirs, ours)]
     g = torch.Generator().manual_seed(2)
