@@ -167,24 +167,7 @@ def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bo
                  precision: str = "fp32", channels_last: bool = False):
     """The trainer's own iteration on the same models and sizes, as train() runs it: the metrics stay on the device
     and are read back once per --log-every iterations. Data: its toy source, or its in-memory synthetic images."""
-    from wgan_ext.train import Trainer
-    from wgan_ext.train.config import TrainConfig, resolve
-
-    s = case_settings(case, quick)
-    common_kw = dict(lipschitz=mode, iters=1, device=device, progress=False, tensorboard=False, plots=False,
-                     batch_size=s["batch"], out=None, cuda_graphs="on" if cuda_graphs else "off",
-                     precision=precision, channels_last=channels_last, n_critic=N_CRITIC)
-    if case == "toy-mlp":
-        cfg = TrainConfig(dataset="8gaussians", hidden=s["hidden"], **common_kw)
-    elif case == "resnet32":
-        cfg = TrainConfig(dataset="synthetic", image_size=32, channels=3, model="resnet", nz=128,
-                          ngf=resnet_ngf(mode, quick), ndf=s["ndf"], lr_decay="none", **common_kw)
-    else:
-        cfg = TrainConfig(dataset="synthetic", image_size=s["size"], channels=3, model="dcgan", nz=100,
-                          ngf=s["width"], ndf=s["width"], lr_decay="none", **common_kw)
-    trainer = Trainer(resolve(cfg))
-    trainer.generator.train()
-    trainer.critic.train()
+    trainer = build_trainer(case, mode, quick, device, cuda_graphs, precision, channels_last)
     if cuda_graphs:  # past the warm-up steps and both captures, so that every timed call replays
         for _ in range(trainer.critic_graph.warmup + 1):
             trainer.iteration_step()
@@ -198,6 +181,30 @@ def trainer_step(case: str, mode: str, quick: bool, device: str, cuda_graphs: bo
             pending.clear()
 
     return step
+
+
+def build_trainer(case: str, mode: str, quick: bool, device: str, cuda_graphs: bool = False,
+                  precision: str = "fp32", channels_last: bool = False):
+    """A wgan_ext.train.Trainer for one case and mode, with the loops' models (tested: python_tests)."""
+    from wgan_ext.train import Trainer
+    from wgan_ext.train.config import TrainConfig, resolve
+
+    s = case_settings(case, quick)
+    common_kw = dict(lipschitz=mode, iters=1, device=device, progress=False, tensorboard=False, plots=False,
+                     batch_size=s["batch"], out=None, cuda_graphs="on" if cuda_graphs else "off",
+                     precision=precision, channels_last=channels_last, n_critic=N_CRITIC)
+    if case == "toy-mlp":  # the loops' ReLU critic (sn's toy default is maxmin, which costs more per step)
+        cfg = TrainConfig(dataset="8gaussians", hidden=s["hidden"], critic_activation="relu", **common_kw)
+    elif case == "resnet32":
+        cfg = TrainConfig(dataset="synthetic", image_size=32, channels=3, model="resnet", nz=128,
+                          ngf=resnet_ngf(mode, quick), ndf=s["ndf"], lr_decay="none", **common_kw)
+    else:
+        cfg = TrainConfig(dataset="synthetic", image_size=s["size"], channels=3, model="dcgan", nz=100,
+                          ngf=s["width"], ndf=s["width"], lr_decay="none", **common_kw)
+    trainer = Trainer(resolve(cfg))
+    trainer.generator.train()
+    trainer.critic.train()
+    return trainer
 
 
 def variants_for(mode: str, compile_: bool) -> list[str]:
@@ -226,6 +233,8 @@ def trainer_variants(case: str, device: str) -> dict[str, dict]:
 def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, cases=CASES) -> None:
     env = common.environment(device)
     rows, failed = [], []
+    settings = {"quick": quick, "n_critic": N_CRITIC, "compile": compile_,
+                "cases": {c: case_settings(c, quick) for c in cases}}
     for case in cases:
         for mode in CASE_MODES[case]:
             fns = {v: Loop(case, mode, v, quick, device).step for v in variants_for(mode, compile_)}
@@ -243,13 +252,19 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, 
                 it_per_s = 1e6 / t["median_us"]
                 rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": it_per_s,
                              "real_per_s": it_per_s * N_CRITIC * batch, "vs_torch": base / t["median_us"]})
-    rows += failed
+        # written after every case, so that a run stopped at its time limit (a lent GPU's) keeps the cases done
+        left = cases[cases.index(case) + 1:]
+        write(out_dir, device, env,
+              dict(settings, incomplete=f"not yet run: {', '.join(left)}") if left else settings, rows + failed)
+
+
+def write(out_dir: Path, device: str, env: dict, settings: dict, rows: list[dict]) -> None:
     table = common.markdown_table(rows, [("case", "case", "s"), ("mode", "mode", "s"), ("variant", "variant", "s"),
                                          ("it_per_s", "generator it/s", ".3g"),
                                          ("real_per_s", "real images (samples)/s", ".4g"),
                                          ("iqr_us", "IQR (µs/it)", ".3g"), ("vs_torch", "× torch loop", ".2f")])
-    settings = {"quick": quick, "n_critic": N_CRITIC, "compile": compile_,
-                "cases": {c: case_settings(c, quick) for c in cases}}
+    if settings.get("incomplete"):
+        table += f"\n\n**Incomplete: {settings['incomplete']}**"
     common.write_results("train", device, env, settings, rows, table, out_dir)
 
 

@@ -78,12 +78,28 @@ def environment(device: str) -> dict:
         "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wgan_ext_build": wgan_ext.build_info(),
+        "time_scale": time_scale(),
         "command": " ".join([Path(sys.argv[0]).name] + [_repo_relative(a) for a in sys.argv[1:]]),
     }
 
 
+def time_scale() -> float:
+    """``$WGAN_EXT_BENCH_TIME_SCALE``: every timing window (``min_run_time``) is multiplied by it (default 1).
+    ``scripts/gpu_check.sh`` shortens the windows so that every benchmark fits a lent GPU's minutes; the results
+    record the factor (``env["time_scale"]``, and in the table's header when it is not 1)."""
+    raw = os.environ.get("WGAN_EXT_BENCH_TIME_SCALE", "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 100:
+        raise SystemExit(f"WGAN_EXT_BENCH_TIME_SCALE must be a number in (0, 100], got {raw!r}")
+    return value
+
+
 def time_fn(fn, device: str, min_run_time: float = 1.0, warmup: int = 3) -> dict:
-    """Median and IQR of one call of `fn`, in microseconds."""
+    """Median and IQR of one call of `fn`, in microseconds (over about min_run_time x time_scale() seconds)."""
+    min_run_time *= time_scale()
     for _ in range(warmup):
         fn()
     if device == "cuda":
@@ -119,8 +135,10 @@ def time_interleaved(fns: dict, device: str, min_run_time: float = 2.0, rounds: 
     """Median and IQR (µs per call) of each of several functions, timed in alternating rounds.
 
     For comparisons on a shared, drifting machine: every round times a block of calls of each function in turn,
-    so slow phases hit all variants alike. Returns {name: {"median_us", "iqr_us", "measurements"}}.
+    so slow phases hit all variants alike. Returns {name: {"median_us", "iqr_us", "measurements"}}. The rounds
+    take about min_run_time x time_scale() seconds together.
     """
+    min_run_time *= time_scale()
     for fn in fns.values():
         fn()
         fn()
@@ -220,6 +238,8 @@ def write_results(name: str, device: str, env: dict, settings: dict, rows: list[
               f"{env['date']}\n\nCommand: `{env['command']}`")
     if settings.get("quick"):
         header += "\n\n**quick (smoke run, not a measurement)**"
+    if env.get("time_scale", 1) != 1:
+        header += f"\n\nTiming windows × {env['time_scale']:g} (WGAN_EXT_BENCH_TIME_SCALE)"
     md_path.write_text(f"### {name} on {device}\n\n{header}\n\n{table}\n")
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")

@@ -203,3 +203,75 @@ def test_the_readme_quality_table_matches_the_committed_results():
     for method in ("WGAN-GP (GDPP paper, Table 1)", "VEEGAN", "PacGAN4"):
         row = f"| published {method} | {published['ring', method]} | {published['grid', method]} |"
         assert row in readme, row
+
+
+def _bench_module(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def test_the_time_scale_shortens_every_timing_window_and_is_recorded(tmp_path, monkeypatch):
+    """WGAN_EXT_BENCH_TIME_SCALE (scripts/gpu_check.sh sets it so that every benchmark fits a lent GPU's minutes):
+    the windows shrink by that factor, the results say so, a bad value is refused."""
+    common = _bench_module("common", monkeypatch)
+    clock = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+
+    def calls_made(scale):
+        monkeypatch.setenv("WGAN_EXT_BENCH_TIME_SCALE", scale)
+        calls = [0]
+
+        def fn():  # one call takes about 1 ms of the fake clock (2**-10 s: no rounding)
+            calls[0] += 1
+            clock[0] += 2.0 ** -10
+        common.time_interleaved({"a": fn}, "cpu", min_run_time=0.5, rounds=5)
+        return calls[0]
+    # 3 warm-up calls, then 5 rounds of int(0.5 s x scale / 5 / 2**-10 s) calls: 102 at 1, 25 at 0.25
+    assert calls_made("1") == 3 + 5 * 102 and calls_made("0.25") == 3 + 5 * 25
+    out = run_bench("bench_clip.py", "--device", "cpu", "--quick", "--out", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "clip-cpu.json").read_text())["env"]["time_scale"] == 0.25
+    assert "Timing windows × 0.25" in (tmp_path / "clip-cpu.md").read_text()
+    for bad in ("0", "-1", "fast", "nan"):
+        monkeypatch.setenv("WGAN_EXT_BENCH_TIME_SCALE", bad)
+        with pytest.raises(SystemExit, match="WGAN_EXT_BENCH_TIME_SCALE must be a number"):
+            common.time_scale()
+
+
+def test_the_training_benchmark_keeps_the_cases_done_when_a_later_one_stops(tmp_path, monkeypatch):
+    """A run cut off at a lent GPU's deadline keeps what finished: bench_train writes after every case."""
+    bench_train = _bench_module("bench_train", monkeypatch)
+    plain_loop = bench_train.Loop
+
+    def loop(case, *args):
+        if case == "dcgan64":
+            raise KeyboardInterrupt  # as a timeout's signal would stop it
+        return plain_loop(case, *args)
+    monkeypatch.setattr(bench_train, "Loop", loop)
+    with pytest.raises(KeyboardInterrupt):
+        bench_train.run_device("cpu", True, tmp_path, cases=["toy-mlp", "dcgan64"])
+    data = json.loads((tmp_path / "train-cpu.json").read_text())
+    assert {r["case"] for r in data["rows"]} == {"toy-mlp"}
+    assert {r["mode"] for r in data["rows"]} == {"clip", "gp", "sn"}
+    assert data["settings"]["incomplete"] == "not yet run: dcgan64"
+    assert "**Incomplete: not yet run: dcgan64**" in (tmp_path / "train-cpu.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["toy-mlp", "dcgan64", "resnet32"])
+def test_the_training_benchmark_times_the_trainer_on_the_loops_models(case, monkeypatch):
+    """The trainer rows compare with the loops only if the trainer builds the same critic and generator (sn's toy
+    default critic, maxmin, is not the loops' ReLU MLP)."""
+    bench_train = _bench_module("bench_train", monkeypatch)
+    skip = ("ParametrizationList", "ModuleDict", "SpectralNorm", "_SpectralNorm")
+
+    def layout(model):
+        return ([type(m).__name__.removeprefix("Parametrized") for m in model.modules()
+                 if type(m).__name__ not in skip],
+                sorted(tuple(p.shape) for p in model.parameters()))
+    for mode in bench_train.CASE_MODES[case]:
+        g, d, _, _ = bench_train.build(case, mode, True, "cpu")
+        trainer = bench_train.build_trainer(case, mode, True, "cpu")
+        assert layout(trainer.critic) == layout(d), (case, mode)
+        assert layout(trainer.generator) == layout(g), (case, mode)

@@ -3,7 +3,7 @@
 # wgan_ext/_C.abi3.so in place (git-ignored) in the test environment, with CUDA kernels for sm_90 (H100/H200) and
 # sm_80, then checks that the same file loads and passes the op tests under the GPU machine's stack (Python 3.12 +
 # torch 2.11, scripts/device_stack_check.sh's environment). The device call then names it in `carry`:
-#   carry: ["wgan_ext/_C.abi3.so"], command: "bash scripts/gpu_check.sh"
+#   carry: ["wgan_ext/_C.abi3.so"], command: "bash scripts/gpu_check.sh", timeout_s: 480 (its deadline is 450 s)
 # (docs/gpu.md). On the GPU machine the check uses it when it loads and has kernels for the GPU's arch, and builds
 # there otherwise.
 set -euo pipefail
