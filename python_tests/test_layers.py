@@ -34,8 +34,8 @@ def imported_modules(path: str, package: str) -> set[str]:
 
 
 def test_the_library_is_what_the_layout_says():
-    assert LIBRARY == ["__init__.py", "_ops.py", "_reference.py", "clip.py", "gradient_penalty.py", "graphs.py",
-                       "info.py", "optim.py", "spectral_norm.py"]
+    assert LIBRARY == ["__init__.py", "_ops.py", "_reference.py", "_watch.py", "clip.py", "gradient_penalty.py",
+                       "graphs.py", "info.py", "optim.py", "spectral_norm.py"]
     for app in APPLICATION:
         assert os.path.isfile(os.path.join(PACKAGE, app, "__init__.py"))
 
