@@ -235,7 +235,7 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, 
     rows, failed = [], []
     settings = {"quick": quick, "n_critic": N_CRITIC, "compile": compile_,
                 "cases": {c: case_settings(c, quick) for c in cases}}
-    for case in cases:
+    for i, case in enumerate(cases):
         for mode in CASE_MODES[case]:
             fns = {v: Loop(case, mode, v, quick, device).step for v in variants_for(mode, compile_)}
             for name, options in trainer_variants(case, device).items():
@@ -253,7 +253,7 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, 
                 rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": it_per_s,
                              "real_per_s": it_per_s * N_CRITIC * batch, "vs_torch": base / t["median_us"]})
         # written after every case, so that a run stopped at its time limit (a lent GPU's) keeps the cases done
-        left = cases[cases.index(case) + 1:]
+        left = cases[i + 1:]
         write(out_dir, device, env,
               dict(settings, incomplete=f"not yet run: {', '.join(left)}") if left else settings, rows + failed)
 

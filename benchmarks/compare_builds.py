@@ -59,14 +59,12 @@ def matched_variants(pairs: list[str]) -> dict[str, list[str]]:
 def keys_of(row: dict, side: str, matched: dict[str, list[str]]) -> list[tuple]:
     """The identities a row's times are filed under: its own, and on the before side, for a variant named in
     --match, the identity of each after-build variant it stands against (labelled "after <- before")."""
-    keys = [row_key(row)]
-    if side == "before" and row.get("variant") in matched:
-        for after in matched[row["variant"]]:
-            keys.append(row_key(dict(row, variant=f"{after} <- {row['variant']}")))
-    if side == "after" and any(row.get("variant") in afters for afters in matched.values()):
-        befores = [b for b, afters in matched.items() if row["variant"] in afters]
-        keys += [row_key(dict(row, variant=f"{row['variant']} <- {b}")) for b in befores]
-    return keys
+    variant = row.get("variant")
+    if side == "before":
+        labels = [f"{after} <- {variant}" for after in matched.get(variant, [])]
+    else:
+        labels = [f"{variant} <- {before}" for before, afters in matched.items() if variant in afters]
+    return [row_key(row)] + [row_key(dict(row, variant=label)) for label in labels]
 
 
 def build_of(root: Path) -> dict:

@@ -275,3 +275,17 @@ def test_the_training_benchmark_times_the_trainer_on_the_loops_models(case, monk
         trainer = bench_train.build_trainer(case, mode, True, "cpu")
         assert layout(trainer.critic) == layout(d), (case, mode)
         assert layout(trainer.generator) == layout(g), (case, mode)
+
+
+def test_compare_builds_files_a_matched_variant_under_both_builds(monkeypatch):
+    """compare_builds --match clipper-flat=clipper: the old build's clipper row and the new build's clipper-flat
+    row of one case land under the same identity; other rows keep their own."""
+    compare_builds = _bench_module("compare_builds", monkeypatch)
+    matched = compare_builds.matched_variants(["clipper-flat=clipper"])
+    old = compare_builds.keys_of({"case": "500x1", "variant": "clipper", "median_us": 1.0}, "before", matched)
+    new = compare_builds.keys_of({"case": "500x1", "variant": "clipper-flat", "median_us": 1.0}, "after", matched)
+    plain = compare_builds.keys_of({"case": "500x1", "variant": "loop", "median_us": 1.0}, "after", matched)
+    assert old[1] == new[1] == (("case", "500x1"), ("variant", "clipper-flat <- clipper"))
+    assert old[0] != new[0] and plain == [(("case", "500x1"), ("variant", "loop"))]
+    with pytest.raises(SystemExit, match="AFTER=BEFORE"):
+        compare_builds.matched_variants(["clipper-flat"])

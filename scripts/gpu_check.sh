@@ -5,8 +5,9 @@
 # those never measured on a GPU first (train, fused_optim), then spectral_norm, clip and gradient_penalty, each with
 # shortened timing windows and its own time limit, then torch.profiler tables of the GP/SN steps and the trainer
 # (scripts/profile_steps.py). Everything runs against one deadline (GPU_CHECK_DEADLINE): a step gets at most what
-# is left, the sanitizers at most their share, and a benchmark is skipped (and said so) when too little is left. Writes its logs and results under $OUT
-# (default ./gpu_check_out), at most 8 files, one folder deep, as the device tool brings back.
+# is left, the sanitizers at most their share, and a benchmark is skipped (and said so) when too little is left.
+# Writes its logs and results under $OUT (default ./gpu_check_out), at most 8 files, one folder deep, as the device
+# tool brings back.
 # Uses the machine's own Python and torch (no network there): nothing is installed but wgan_ext, built in place.
 #   WGAN_EXT_COMMIT     the commit being checked (the copy on the GPU machine may have no .git)
 #   GPU_CHECK_STEPS     which parts to run, comma-separated: tests, sanitizer, bench, suite (default: tests,
