@@ -52,22 +52,12 @@ step() {  # usage: step NAME LOGFILE LIMIT CMD... ; runs CMD for at most LIMIT s
 
 # A carried build first: wgan_ext/_C.abi3.so built on the CPU machine (scripts/prepare_carry.sh) and brought along
 # by the device tool's `carry`. The extension is on the LibTorch stable ABI, so it loads into this machine's torch
-# (2.11) and Python (3.12) as it is; it is used when it loads and has CUDA kernels for this GPU's arch. Otherwise
-# (or with GPU_CHECK_BUILD=1) build in place for the GPU that is here, CUDA required.
+# (2.11) and Python (3.12) as it is; it is used when it loads and has CUDA kernels for this GPU's arch (`python -m
+# wgan_ext.info --require-gpu`). Otherwise (or with GPU_CHECK_BUILD=1) build in place for the GPU here, CUDA required.
 export WGAN_EXT_FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-if [ "${GPU_CHECK_BUILD:-0}" != 1 ] && [ -f wgan_ext/_C.abi3.so ] && step carried-build "$LOG" 60 "$PY" -c '
-import torch
-from wgan_ext import _ops
-assert _ops.has_ops(), f"the carried build does not load: {_ops.LOAD_ERROR}"
-info = _ops.build_info()
-major, minor = torch.cuda.get_device_capability()
-archs = info.get("cuda_archs", "").split(",")
-assert info.get("cuda") == "1", f"the carried build has no CUDA kernels: {info}"
-assert f"{major}{minor}0" in archs, f"no kernels for sm_{major}{minor} in the carried build: {info}"
-built = info["torch"]
-print(f"carried build: built against torch {built}, runs in torch {torch.__version__}, archs {archs}")
-'; then
+if [ "${GPU_CHECK_BUILD:-0}" != 1 ] && [ -f wgan_ext/_C.abi3.so ] \
+   && step carried-build "$LOG" 60 "$PY" -m wgan_ext.info --require-gpu; then
   echo "=== using the carried build: no compile on this machine" | tee -a "$LOG"
 else
   status=0  # no usable carried build is not a failure: build here

@@ -3,6 +3,8 @@
 Options:
   --json           print the same facts as JSON
   --require-cuda   exit with status 1 unless every op has a CUDA kernel (CI uses this where nvcc is present)
+  --require-gpu    exit with status 1 unless, in addition, a GPU is visible and the build holds machine code for its
+                   architecture (scripts/gpu_check.sh uses this to decide whether a carried build can be used as it is)
 """
 
 from __future__ import annotations
@@ -41,11 +43,29 @@ def _arch_names(archs: list[str]) -> str:
     return ", ".join(f"sm_{int(a) // 10}" for a in archs) if archs else "-"
 
 
+def gpu_problem(facts: dict) -> str | None:
+    """Why this build cannot run its CUDA kernels on the first visible GPU as built (None: it can). Machine code for
+    the GPU's own architecture is required: a build for another arch would run only through the driver compiling
+    embedded PTX at start-up, if the build holds any, and without that arch's instructions."""
+    if not facts["cuda_kernels_built"]:
+        return f"the build has no CUDA kernels ({facts['compiled_library']})"
+    if not torch.cuda.is_available():
+        return "no GPU is visible to torch"
+    major, minor = torch.cuda.get_device_capability(0)
+    arch = f"{major}{minor}0"  # nvcc's __CUDA_ARCH__ spelling of sm_{major}{minor}
+    if arch not in facts["cuda_archs"]:
+        return (f"the build has no machine code for this GPU ({facts['gpu']}, sm_{major}{minor}); it has "
+                f"{_arch_names(facts['cuda_archs'])}: rebuild with TORCH_CUDA_ARCH_LIST={major}.{minor}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wgan_ext.info", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--require-cuda", action="store_true",
                         help="exit 1 unless every op has a CUDA kernel")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="exit 1 unless every op has a CUDA kernel built for the GPU that is here")
     args = parser.parse_args(argv)
     facts = collect()
     if args.json:
@@ -68,13 +88,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'op':<{width}}{'CPU':<6}CUDA")
         for op, kernels in facts["kernels"].items():
             print(f"{op:<{width}}{'yes' if kernels['cpu'] else 'no':<6}{'yes' if kernels['cuda'] else 'no'}")
-    if args.require_cuda:
+    if args.require_cuda or args.require_gpu:
         missing = [op for op, k in facts["kernels"].items() if not k["cuda"]]
         if missing:
-            print(f"error: --require-cuda: no CUDA kernel for {', '.join(missing)} "
+            flag = "--require-gpu" if args.require_gpu else "--require-cuda"
+            print(f"error: {flag}: no CUDA kernel for {', '.join(missing)} "
                   f"({facts['compiled_library']}; CUDA kernels built: {facts['cuda_kernels_built']})",
                   file=sys.stderr)
             return 1
+    if args.require_gpu:
+        problem = gpu_problem(facts)
+        if problem:
+            print(f"error: --require-gpu: {problem}", file=sys.stderr)
+            return 1
+        print(f"the build runs on this GPU: built against torch {facts['built_against_torch']}, running in torch "
+              f"{facts['torch']}, machine code for {_arch_names(facts['cuda_archs'])}")
     return 0
 
 

@@ -79,6 +79,51 @@ def test_require_cuda_passes_with_cuda_kernels(monkeypatch):
     assert info.main(["--require-cuda"]) == 0
 
 
+def _fake_gpu(monkeypatch, capability, archs, cuda_kernels=True):
+    """This process as if on a machine whose GPU has `capability`, with a build for `archs` (nvcc's spelling)."""
+    monkeypatch.setattr(_ops, "KERNELS", {(op, dev): dev == "cpu" or cuda_kernels
+                                          for op in _ops.OP_NAMES for dev in _ops.DEVICE_KEYS})
+    built = dict(_ops.build_info(), cuda="1" if cuda_kernels else "0", cuda_archs=archs)
+    monkeypatch.setattr(_ops, "build_info", lambda: built)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: capability is not None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capability)
+
+
+@pytest.mark.parametrize("capability, archs, cuda_kernels, problem", [
+    ((9, 0), "800,900", True, None),
+    ((8, 0), "800,900", True, None),
+    ((9, 0), "800", True, "no machine code for this GPU (NVIDIA H200, sm_90); it has sm_80: rebuild with "
+                          "TORCH_CUDA_ARCH_LIST=9.0"),
+    ((10, 0), "800,900", True, "sm_100"),
+    ((8, 6), "800,900", True, "sm_86"),  # sm_80 machine code does run on sm_86, but is not built for it
+    (None, "800,900", True, "no GPU is visible"),
+    ((9, 0), "", False, "no CUDA kernel"),
+])
+def test_require_gpu_accepts_a_build_only_with_machine_code_for_the_gpu_here(capability, archs, cuda_kernels,
+                                                                            problem, monkeypatch, capsys):
+    """scripts/gpu_check.sh runs a carried build (compiled on a machine without a GPU) only when this passes, and
+    compiles on the GPU machine otherwise."""
+    _fake_gpu(monkeypatch, capability, archs, cuda_kernels)
+    code = info.main(["--require-gpu"])
+    out = capsys.readouterr()
+    if problem is None:
+        assert code == 0, out.err
+        assert "the build runs on this GPU" in out.out
+    else:
+        assert code == 1
+        assert problem in out.err and out.err.startswith("error: --require-gpu: "), out.err
+    assert (info.gpu_problem(info.collect()) is None) == (problem is None)
+
+
+def test_require_gpu_also_requires_every_op_registered_for_cuda(monkeypatch, capsys):
+    _fake_gpu(monkeypatch, (9, 0), "800,900")
+    op = _ops.OP_NAMES[-1]
+    monkeypatch.setitem(_ops.KERNELS, (op, "cuda"), False)  # built with CUDA, but one op's kernel not registered
+    assert info.main(["--require-gpu"]) == 1
+    assert f"error: --require-gpu: no CUDA kernel for {op} " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", ["fast", "FUSEDX", "cuda"])
 def test_bad_impl_is_refused(value, monkeypatch):
     with pytest.raises(ValueError, match="auto, fused, reference"):
