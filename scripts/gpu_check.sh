@@ -48,7 +48,8 @@ step() {  # usage: step NAME LOGFILE LIMIT CMD... ; runs CMD for at most LIMIT s
   return $rc
 }
 
-{ echo "commit $WGAN_EXT_COMMIT"; date -u; nvidia-smi; nvcc --version; "$PY" -c 'import torch,sys; print(sys.version); print("torch", torch.__version__, torch.version.cuda)'; } >>"$LOG" 2>&1
+{ echo "commit $WGAN_EXT_COMMIT"; date -u; grep PRETTY_NAME /etc/os-release; ldd --version | head -1; nvidia-smi
+  nvcc --version; "$PY" -c 'import torch,sys; print(sys.version); print("torch", torch.__version__, torch.version.cuda)'; } >>"$LOG" 2>&1
 
 # A carried build first: wgan_ext/_C.abi3.so built on the CPU machine (scripts/prepare_carry.sh) and brought along
 # by the device tool's `carry`. The extension is on the LibTorch stable ABI, so it loads into this machine's torch

@@ -17,6 +17,10 @@ export WGAN_EXT_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9
 rm -f wgan_ext/_C*.so
 "$PY" setup.py -q build_ext --inplace >&2
 ls -la wgan_ext/_C.abi3.so >&2
+# the newest glibc it needs (the machine it runs on must have at least that; gpu_check.sh logs the GPU machine's)
+if command -v objdump >/dev/null; then
+  echo "[carry] needs $(objdump -T wgan_ext/_C.abi3.so | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1)" >&2
+fi
 # the GPU machine's stack: the same file, from the source tree (PYTHONPATH), op tests
 export PYENV_VERSION="${PYENV_VERSION:-3.12.1}"
 PYTHON="${DEVICE_STACK_PYTHON:-python3.12}" wgan_ext_env requirements/device-stack.txt
