@@ -23,7 +23,9 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["clip", "spectral_norm", "gradient_penalty", "fused_optim", "train"]
 TITLES = {"clip": "Weight clipping (per op)", "spectral_norm": "Spectral norm (per op)",
           "gradient_penalty": "Gradient penalty (per op)", "fused_optim": "Fused optimizer step with clip",
-          "train": "End-to-end training throughput", "quality": "Sample quality (bench_quality.py)",
+          "train": "End-to-end training throughput",
+          "train_compile": "End-to-end training throughput with torch.compile loops (bench_train.py --compile)",
+          "quality": "Sample quality (bench_quality.py)",
           "ema": "Generator EMA (bench_ema.py)"}
 
 
@@ -39,7 +41,7 @@ def compose(out: Path, results: Path) -> str:
              f"`{out.relative_to(results.parent) if out.is_relative_to(results.parent) else out}/`; each table "
              "names the device, torch version, commit and command that produced it. Ratios compare variants "
              "measured in the same run. Tables marked quick are smoke runs, not measurements."]
-    for name in BENCHMARKS + ["quality", "ema"]:
+    for name in BENCHMARKS + ["train_compile", "quality", "ema"]:
         tables = sorted(out.glob(f"{name}-*.md"))
         if not tables:
             continue

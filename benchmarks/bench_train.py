@@ -16,10 +16,13 @@ same seed and use the same optimizers:
   *     trainer   the trainer's own iteration (``Trainer._step``, metrics read back every --log-every iterations)
   *     trainer+cuda-graphs   the same with ``--cuda-graphs`` (CUDA only: each step replayed as a graph)
   *     trainer bf16 ...      resnet32: ``--precision bf16`` (autocast), + ``--channels-last``, + CUDA graphs
-  clip  compile   the torch loop with ``torch.compile`` on generator and critic (--compile). Not for gp: the
-                  penalty's double backward is not supported by torch.compile; not for sn: with torch's
-                  spectral_norm parametrization, which updates u and v in place in the forward, the compiled
-                  critic's backward fails with a version-counter error (torch 2.14)
+  clip  compile   the torch loop with ``torch.compile(mode="reduce-overhead")`` on generator and critic
+  sn              (--compile; CUDA graphs of the compiled code on CUDA, ``torch.compiler.cudagraph_mark_step_begin``
+                  before every step). sn: the critic's one forward per critic step runs on real and fake together
+                  (``torch.cat``), since with torch's spectral_norm parametrization, which updates u and v in place
+                  in every training forward, a compiled critic's backward after two forwards fails with a
+                  version-counter error (torch 2.11 and 2.14); one power iteration per critic step, as wgan_ext's
+                  SN does. Not for gp: torch.compile does not support the penalty's double backward.
 
 Cases: toy-mlp (2-D data, MLP 3 x 512, batch 256 as the WGAN-GP toy script), dcgan64 (3 x 64 x 64, DCGAN
 generator and critic with ngf = ndf = 64, batch 64; critic normalization as the trainer's defaults: batch for clip,
@@ -28,7 +31,11 @@ layer for gp, none for sn) and resnet32 (gp and sn: the ResNets of WGAN-GP / SN-
 without CUDA graphs). "real images (samples)/s" = generator it/s x n_critic x batch. Variants are timed in
 alternating rounds (common.time_interleaved).
 
-    python benchmarks/bench_train.py [--device cpu|cuda|all] [--quick] [--compile] [--cases A,B] [--out DIR]
+    python benchmarks/bench_train.py [--device cpu|cuda|all] [--quick] [--compile] [--cases A,B] [--name STEM]
+                                     [--out DIR]
+
+--name STEM writes STEM-<device>.json / .md instead of train-<device>.* (scripts/gpu_check.sh runs the toy case
+with --compile as a run of its own, train_compile, so that compiling cannot cost the main run its rows).
 """
 
 from __future__ import annotations
@@ -116,8 +123,10 @@ class Loop:
                 wgan_ext.apply_spectral_norm(self.d)
             else:
                 _torch_sn(self.d)
-        if variant == "compile":
-            self.g, self.d = torch.compile(self.g), torch.compile(self.d)
+        self.compiled = variant == "compile"
+        if self.compiled:
+            self.g = torch.compile(self.g, mode="reduce-overhead")
+            self.d = torch.compile(self.d, mode="reduce-overhead")
         if mode == "clip":
             self.opt_d = torch.optim.RMSprop(self.d.parameters(), lr=5e-5)
             self.opt_g = torch.optim.RMSprop(self.g.parameters(), lr=5e-5)
@@ -139,10 +148,16 @@ class Loop:
                     p.data.clamp_(-CLIP, CLIP)
             elif self.variant == "wgan_ext":
                 wgan_ext.clip_(self.params_d, CLIP)
+        if self.compiled:
+            torch.compiler.cudagraph_mark_step_begin()
         real = self.batch()
         with torch.no_grad():
             fake = self.g(torch.randn(real.shape[0], self.nz, device=real.device))
-        loss = self.d(fake).mean() - self.d(real).mean()
+        if self.compiled and self.mode == "sn":  # one forward per step (see the module docstring)
+            scores = self.d(torch.cat([fake, real]))
+            loss = scores[:real.shape[0]].mean() - scores[real.shape[0]:].mean()
+        else:
+            loss = self.d(fake).mean() - self.d(real).mean()
         if self.mode == "gp":
             loss = loss + (wgan_ext.gradient_penalty(self.d, real, fake) if self.variant == "wgan_ext"
                            else _torch_gp(self.d, real, fake))
@@ -153,6 +168,8 @@ class Loop:
     def step(self) -> None:
         for _ in range(N_CRITIC):
             self.critic_step()
+        if self.compiled:
+            torch.compiler.cudagraph_mark_step_begin()
         for p in self.params_d:
             p.requires_grad_(False)
         loss = -self.d(self.g(torch.randn(self.pool.shape[1], self.nz, device=self.pool.device))).mean()
@@ -211,7 +228,7 @@ def variants_for(mode: str, compile_: bool) -> list[str]:
     out = ["torch", "wgan_ext"]
     if mode == "clip" and hasattr(wgan_ext, "ClippedRMSprop"):
         out.append("wgan_ext+fused-optim")
-    if compile_ and mode == "clip":  # see the module docstring for gp and sn
+    if compile_ and mode in ("clip", "sn"):  # see the module docstring for gp
         out.append("compile")
     return out
 
@@ -230,14 +247,26 @@ def trainer_variants(case: str, device: str) -> dict[str, dict]:
     raise ValueError(f"unknown case {case!r}")
 
 
-def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, cases=CASES) -> None:
+def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, cases=CASES,
+               stem: str = "train") -> None:
     env = common.environment(device)
     rows, failed = [], []
     settings = {"quick": quick, "n_critic": N_CRITIC, "compile": compile_,
                 "cases": {c: case_settings(c, quick) for c in cases}}
     for i, case in enumerate(cases):
         for mode in CASE_MODES[case]:
-            fns = {v: Loop(case, mode, v, quick, device).step for v in variants_for(mode, compile_)}
+            fns = {}
+            for v in variants_for(mode, compile_):
+                loop = Loop(case, mode, v, quick, device)
+                if v == "compile":  # compiled here, before the timing; a failure is reported as a row
+                    try:
+                        for _ in range(3):
+                            loop.step()
+                    except Exception as e:  # noqa: BLE001
+                        failed.append({"case": case, "mode": mode,
+                                       "variant": f"{v} FAILED: {type(e).__name__}: {e}"[:300]})
+                        continue
+                fns[v] = loop.step
             for name, options in trainer_variants(case, device).items():
                 try:  # a failure here must not cost the GPU run its other rows: it is reported as a row
                     fns[name] = trainer_step(case, mode, quick, device, **options)
@@ -254,31 +283,34 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, 
                              "real_per_s": it_per_s * N_CRITIC * batch, "vs_torch": base / t["median_us"]})
         # written after every case, so that a run stopped at its time limit (a lent GPU's) keeps the cases done
         left = cases[i + 1:]
-        write(out_dir, device, env,
-              dict(settings, incomplete=f"not yet run: {', '.join(left)}") if left else settings, rows + failed)
+        done = dict(settings, incomplete=f"not yet run: {', '.join(left)}") if left else settings
+        write(out_dir, device, env, done, rows + failed, stem)
 
 
-def write(out_dir: Path, device: str, env: dict, settings: dict, rows: list[dict]) -> None:
+def write(out_dir: Path, device: str, env: dict, settings: dict, rows: list[dict], stem: str = "train") -> None:
     table = common.markdown_table(rows, [("case", "case", "s"), ("mode", "mode", "s"), ("variant", "variant", "s"),
                                          ("it_per_s", "generator it/s", ".3g"),
                                          ("real_per_s", "real images (samples)/s", ".4g"),
                                          ("iqr_us", "IQR (µs/it)", ".3g"), ("vs_torch", "× torch loop", ".2f")])
     if settings.get("incomplete"):
         table += f"\n\n**Incomplete: {settings['incomplete']}**"
-    common.write_results("train", device, env, settings, rows, table, out_dir)
+    common.write_results(stem, device, env, settings, rows, table, out_dir)
 
 
 def main(argv=None) -> int:
     def add_arguments(parser):
         parser.add_argument("--compile", action="store_true", help="add torch.compile variants of the torch loop")
         parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
+        parser.add_argument("--name", default="train", help="file stem of the results (default: train)")
 
     def run(device, quick, out, args):
         cases = [c for c in args.cases.split(",") if c]
         unknown = sorted(set(cases) - set(CASES))
         if unknown:
             raise SystemExit(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(CASES)}")
-        run_device(device, quick, out, args.compile, cases)
+        if not args.name.replace("_", "").replace("-", "").isalnum():
+            raise SystemExit(f"--name: {args.name!r}: letters, digits, '_' and '-' only")
+        run_device(device, quick, out, args.compile, cases, args.name)
 
     return common.run_cli(__doc__.splitlines()[0], run, argv, add_arguments)
 

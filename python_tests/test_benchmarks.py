@@ -289,3 +289,48 @@ def test_compare_builds_files_a_matched_variant_under_both_builds(monkeypatch):
     assert old[0] != new[0] and plain == [(("case", "500x1"), ("variant", "loop"))]
     with pytest.raises(SystemExit, match="AFTER=BEFORE"):
         compare_builds.matched_variants(["clipper-flat"])
+
+
+def test_the_compile_rows_run_for_clip_and_sn_and_are_written_under_their_own_name(tmp_path):
+    """scripts/gpu_check.sh's train_compile run: the toy case with torch.compile(mode="reduce-overhead") loops for
+    clip and sn (none for gp: no double backward), written as train_compile-<device>.*, composed into RESULTS.md."""
+    out = run_bench("bench_train.py", "--device", "cpu", "--quick", "--cases", "toy-mlp", "--compile",
+                    "--name", "train_compile", "--out", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "train-cpu.json").exists()
+    rows = json.loads((tmp_path / "train_compile-cpu.json").read_text())["rows"]
+    assert not [r for r in rows if "FAILED" in r["variant"]], rows
+    for mode in ("clip", "gp", "sn"):
+        variants = {r["variant"] for r in rows if r["mode"] == mode}
+        assert ("compile" in variants) == (mode != "gp"), (mode, variants)
+        assert all(r["it_per_s"] > 0 for r in rows if r["mode"] == mode)
+    assert "### train_compile on cpu" in (tmp_path / "train_compile-cpu.md").read_text()
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--compose-only", "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=BENCH.parent)
+    assert out.returncode == 0, out.stderr
+    assert "## End-to-end training throughput with torch.compile loops" in (tmp_path / "RESULTS.md").read_text()
+    out = run_bench("bench_train.py", "--device", "cpu", "--quick", "--name", "../x", "--out", str(tmp_path),
+                    cwd=tmp_path)
+    assert out.returncode != 0 and "--name" in out.stderr
+
+
+def test_a_compile_loop_that_fails_is_reported_as_a_row_and_the_others_are_timed(tmp_path, monkeypatch):
+    bench_train = _bench_module("bench_train", monkeypatch)
+
+    class Broken(torch.nn.Module):  # the model's parameters, a forward that fails as a compiler error would
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            raise RuntimeError("the compiler broke")
+
+    def no_compile(model, mode=None):
+        return Broken(model)
+    monkeypatch.setattr(bench_train.torch, "compile", no_compile)
+    bench_train.run_device("cpu", True, tmp_path, compile_=True, cases=["toy-mlp"], stem="t")
+    rows = json.loads((tmp_path / "t-cpu.json").read_text())["rows"]
+    failed = [r["variant"] for r in rows if "FAILED" in r["variant"]]
+    assert failed == ["compile FAILED: RuntimeError: the compiler broke"] * 2
+    assert {(r["mode"], r["variant"]) for r in rows if r["variant"] in ("torch", "wgan_ext")} == {
+        (m, v) for m in ("clip", "gp", "sn") for v in ("torch", "wgan_ext")}

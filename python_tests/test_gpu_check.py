@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["train", "fused_optim", "spectral_norm", "clip", "gradient_penalty"]
+# the benchmarks' results in the order they run (the profiler tables run after fused_optim, into the log)
+BENCHES = ["train", "train_compile", "fused_optim", "spectral_norm", "clip", "gradient_penalty"]
 
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 # every command the check runs through its interpreter: recorded, then played as the test asks (FAKE_* variables)
@@ -24,10 +25,11 @@ case "$*" in
     ls wgan_ext/_C*.so >/dev/null 2>&1 && { echo "an earlier _C*.so is still there" >&2; exit 3; }
     echo built > wgan_ext/_C.abi3.so; exit "${FAKE_BUILD_RC:-0}" ;;
   *error_smoke.py*) [ -n "${CXX:-}" ] && exit 0; exit "${FAKE_SMOKE_RC:-0}" ;;
+  *"-m pytest python_tests "*) echo "the CUDA tests' output"; exit "${FAKE_TESTS_RC:-0}" ;;
   *"-m pytest"*) exit "${FAKE_TESTS_RC:-0}" ;;
   *benchmarks/bench_*.py*)
     name=${1#benchmarks/bench_}; name=${name%.py}
-    while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+    while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; [ "$1" = --name ] && name=$2; shift; done
     echo "{\"bench\": \"$name\"}" > "$out/$name-cuda.json"
     echo "| $name table |" > "$out/$name-cuda.md"
     [ "$name" = "${FAKE_SLOW_BENCH:-}" ] && exec sleep 60
@@ -80,7 +82,8 @@ def test_a_carried_build_that_runs_here_is_used_and_everything_comes_back(tmp_pa
     assert not any("setup.py" in c for c in calls), "compiled although the carried build runs"
     assert (tree / "wgan_ext" / "_C.abi3.so").read_text() == "carried"
     # exactly what the device tool brings back: at most 8 files, none hidden, nothing in a subfolder
-    assert brought == sorted(["gpu_check.log", "tests.log", "bench-cuda.md"] + [f"{b}-cuda.json" for b in BENCHES])
+    assert brought == sorted(["gpu_check.log", "bench-cuda.md"] + [f"{b}-cuda.json" for b in BENCHES])
+    assert "the CUDA tests' output" in log  # the tests' log, appended to the main one
     # the CUDA tests, the sanitizers over the smoke cases (all three tools) and over the kernel tests
     assert any(c.startswith("python -m pytest python_tests -m cuda") for c in calls)
     for tool in ("memcheck", "synccheck", "racecheck"):
@@ -88,9 +91,12 @@ def test_a_carried_build_that_runs_here_is_used_and_everything_comes_back(tmp_pa
     assert sum(c == "python scripts/kernel_smoke.py --device cuda" for c in calls) == 3
     # the benchmarks on CUDA in their order, the profiler last; every table in bench-cuda.md in that order
     bench_calls = [c for c in calls if "benchmarks/bench_" in c or "profile_steps.py" in c]
-    assert [c.split()[1] for c in bench_calls] == [f"benchmarks/bench_{b}.py" for b in BENCHES] + [
-        "scripts/profile_steps.py"]
+    assert [c.split()[1] for c in bench_calls] == [
+        "benchmarks/bench_train.py", "benchmarks/bench_train.py", "benchmarks/bench_fused_optim.py",
+        "scripts/profile_steps.py", "benchmarks/bench_spectral_norm.py", "benchmarks/bench_clip.py",
+        "benchmarks/bench_gradient_penalty.py"]
     assert all("--device cuda" in c for c in bench_calls)
+    assert "--cases toy-mlp --compile --name train_compile" in bench_calls[1] and "--compile" not in bench_calls[0]
     tables = (tmp_path / "out" / "bench-cuda.md").read_text()
     assert [line for line in tables.splitlines() if line] == [f"| {b} table |" for b in BENCHES]
     assert "gpu_check: all steps passed (commit abc1234)" in log
@@ -137,7 +143,7 @@ def test_at_the_deadline_what_finished_is_kept_and_the_rest_is_reported_not_run(
     assert rc == 1
     assert "=== bench-train-cuda: stopped after" in log
     assert "train-cuda.json" in brought and "bench-cuda.md" in brought
-    for later in ("fused_optim", "spectral_norm", "clip", "gradient_penalty"):
+    for later in ("train_compile", "fused_optim", "spectral_norm", "clip", "gradient_penalty"):
         assert f"=== bench-{later}-cuda: NOT RUN (deadline reached)" in log
         assert f"{later}-cuda.json" not in brought
     assert "=== profile-steps-cuda: NOT RUN (deadline reached)" in log

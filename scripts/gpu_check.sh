@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# On a GPU machine (see docs/gpu.md), in one call that fits the lent machine's
-# time: use the carried build (or build in place); run the CUDA tests (every test marked `cuda`: kernels, fused optimizers, CUDA graphs) with
+# On a GPU machine (see docs/gpu.md), in one call that fits the lent machine's time: use the carried build (or build
+# in place); run the CUDA tests (every test marked `cuda`: kernels, fused optimizers, CUDA graphs, the trainer) with
 # compute-sanitizer memcheck, synccheck and racecheck over the kernel tests alongside; then the benchmarks on CUDA,
-# those never measured on a GPU first (train, fused_optim), then spectral_norm, clip and gradient_penalty, each with
-# shortened timing windows and its own time limit, then torch.profiler tables of the GP/SN steps and the trainer
-# (scripts/profile_steps.py). Everything runs against one deadline (GPU_CHECK_DEADLINE): a step gets at most what
-# is left, the sanitizers at most their share, and a benchmark is skipped (and said so) when too little is left.
-# Writes its logs and results under $OUT (default ./gpu_check_out), at most 8 files, one folder deep, as the device
-# tool brings back.
+# those never measured on a GPU first (train, train_compile, fused_optim), the torch.profiler tables of the GP/SN
+# steps and the trainer (scripts/profile_steps.py), then spectral_norm, clip and gradient_penalty, each with
+# shortened timing windows and its own time limit. Everything runs against one deadline (GPU_CHECK_DEADLINE): a
+# step gets at most what is left, the sanitizers at most their share, and a benchmark is skipped (and said so) when
+# too little is left. Writes its log and results under $OUT (default ./gpu_check_out), at most 8 files, one folder
+# deep, as the device tool brings back.
 # Uses the machine's own Python and torch (no network there): nothing is installed but wgan_ext, built in place.
 #   WGAN_EXT_COMMIT     the commit being checked (the copy on the GPU machine may have no .git)
 #   GPU_CHECK_STEPS     which parts to run, comma-separated: tests, sanitizer, bench, suite (default: tests,
@@ -124,25 +124,30 @@ if want sanitizer; then
   done
 fi
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-for f in "$OUT"/.san-*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; rm -f "$f"; } >>"$LOG"; done
+for f in "$OUT"/tests.log "$OUT"/.san-*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; rm -f "$f"; } >>"$LOG"; done
 
-# Benchmarks on CUDA, each with its own time limit, in this order: those never measured on a GPU (train,
-# fused_optim), then the rows open issues wait for (spectral_norm, clip), gradient_penalty, and last the
-# torch.profiler tables (scripts/profile_steps.py, into the main log). Their timing windows are shortened
-# (WGAN_EXT_BENCH_TIME_SCALE, default 0.4 here, recorded in every result) so that all of them fit after the tests.
-# Each benchmark's JSON goes into $OUT and its table into bench-cuda.md as soon as it finishes (bench_train also
-# writes after every case), so a run cut off at the deadline keeps what finished. At most 8 files come back:
-# 2 logs, bench-cuda.md and the 5 JSONs.
+# Benchmarks on CUDA, each with its own time limit, in this order: those never measured on a GPU (train; then
+# train_compile, the toy case again with the torch.compile(mode="reduce-overhead") loops, a run of its own so that
+# compiling cannot cost the first its rows; fused_optim), the torch.profiler tables (scripts/profile_steps.py, into
+# the main log), then spectral_norm, clip and gradient_penalty. Their timing windows are shortened
+# (WGAN_EXT_BENCH_TIME_SCALE, default 0.4 here, recorded in every result) so that as many as possible fit after the
+# tests. Each benchmark's JSON goes into $OUT and its table into bench-cuda.md as soon as it finishes (bench_train
+# also writes after every case), so a run cut off at the deadline keeps what finished. At most 8 files come back
+# (the device tool's limit): gpu_check.log (the tests' and sanitizers' logs appended), bench-cuda.md, 6 JSONs.
 if want bench; then
   export WGAN_EXT_BENCH_TIME_SCALE="${WGAN_EXT_BENCH_TIME_SCALE:-0.4}"
   BENCH_TMP="$OUT/.bench"
   mkdir -p "$BENCH_TMP"
-  for bench in train fused_optim spectral_norm clip gradient_penalty profile; do
+  for bench in train train_compile fused_optim profile spectral_norm clip gradient_penalty; do
     case "$bench" in
-      train) limit=100 ;; spectral_norm|profile) limit=60 ;; fused_optim) limit=50 ;; *) limit=35 ;;
+      train) limit=100 ;; train_compile) limit=70 ;; spectral_norm|profile) limit=60 ;; fused_optim) limit=50 ;;
+      *) limit=35 ;;
     esac
     if [ "$bench" = profile ]; then
       step "profile-steps-cuda" "$LOG" "$limit" "$PY" scripts/profile_steps.py --device cuda
+    elif [ "$bench" = train_compile ]; then
+      step "bench-$bench-cuda" "$LOG" "$limit" "$PY" benchmarks/bench_train.py --device cuda --cases toy-mlp \
+        --compile --name train_compile --out "$BENCH_TMP"
     else
       step "bench-$bench-cuda" "$LOG" "$limit" "$PY" "benchmarks/bench_$bench.py" --device cuda --out "$BENCH_TMP"
     fi
