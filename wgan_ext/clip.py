@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import numbers
+import warnings
 import weakref
 from typing import Iterable
 
@@ -73,6 +74,17 @@ def _check_tensors(tensors: list) -> None:
                              "that owns them")
 
 
+def _check_bounds(tensors: list, lo: float, hi: float) -> None:
+    """Refuses a finite bound beyond the range of a tensor's dtype (as the compiled ops do, and as torch's clamp_
+    does for float16 and bfloat16), before anything is written: the pure-torch path clamps tensor by tensor."""
+    for dtype in {t.dtype for t in tensors}:
+        info = torch.finfo(dtype)
+        for bound in (lo, hi):
+            if math.isfinite(bound) and not info.min <= bound <= info.max:
+                raise ValueError(f"clip_: the bound {bound} is outside the range of {str(dtype)[6:]} ({info.min} to "
+                                 f"{info.max}), the dtype of a tensor to clamp")
+
+
 def _dense(t: torch.Tensor) -> bool:
     """Whether t's elements fill one flat range exactly once (any memory order): what a plan can cover."""
     dims = [(st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1]
@@ -133,6 +145,7 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
                 return _ops.inplace(op)(tensors, lo, hi)
             except (TypeError, ValueError, RuntimeError, NotImplementedError):
                 _check_tensors(tensors)
+                _check_bounds(tensors, lo, hi)
                 if _single_device(tensors) is not None:
                     raise
     elif (device := _single_device(tensors)) is not None and device.type != "meta":
@@ -142,12 +155,15 @@ def clip_(params: Iterable[torch.Tensor], c: float | None = None, *, min: float 
                     return _ops.inplace(op)(tensors, lo, hi)
                 except (TypeError, ValueError, RuntimeError, NotImplementedError):
                     _check_tensors(tensors)
+                    _check_bounds(tensors, lo, hi)
                     raise
             _check_tensors(tensors)
+            _check_bounds(tensors, lo, hi)
             return getattr(_reference, op)(tensors, lo, hi)
 
     # Several devices (or something to refuse): check everything first, so that nothing is written on refusal.
     _check_tensors(tensors)
+    _check_bounds(tensors, lo, hi)
     first = tensors[0].device
     groups: dict[torch.device, list[int]] = {}
     for i, t in enumerate(tensors):
@@ -307,7 +323,8 @@ class Clipper:
             The price: an in-place change to any one of them counts as a change to all of them in autograd's
             saved-tensor check. Build the Clipper before registering tensor hooks or wrapping the model in
             DDP/FSDP (re-laying out drops hooks; refused with an error). A parameter moved later is re-laid out
-            with the rest at the next call.
+            with the rest at the next call. Without a plan to use (``impl="reference"``, or no compiled planned
+            kernel for the device, as after a failed build) it warns and clips the parameters as they are.
 
     The plan is rebuilt on the next call when a parameter moves (``.data`` or ``set_`` to other memory, ``.to()``,
     ``.half()``, a swap); ``load_state_dict`` copies in place and keeps it. Built from a module, the Clipper follows
@@ -338,6 +355,7 @@ class Clipper:
                 raise TypeError("Clipper: exclude= and exclude_types= need the module itself, not its parameters")
             named = [(str(i), p) for i, p in enumerate(params)]
         _check_tensors([p for _, p in named])
+        _check_bounds([p for _, p in named], self.min, self.max)
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
         self.track_saturation = track_saturation
@@ -358,9 +376,17 @@ class Clipper:
         if self.flatten:
             if not self.cache_plan:
                 raise ValueError("Clipper: flatten=True works through the cached plan; it needs cache_plan=True")
-            if self._planned() is None:
+            device = _single_device(self.params)
+            if device is not None and (self.impl == "reference" or not _ops.has_kernel("_clip_planned_", device.type)):
+                # a speed option only: where the implementation has no plan, clip the parameters as they are
+                why = ("impl='reference'" if self.impl == "reference"
+                       else _ops._missing_reason("_clip_planned_", device.type))
+                warnings.warn("Clipper(flatten=True): the parameters are not re-laid out and are clipped as they "
+                              f"are, through clip_: {why}", RuntimeWarning, stacklevel=2)
+                self.flatten = False
+            elif self._planned() is None:
                 raise ValueError("Clipper(flatten=True): no launch plan applies to these parameters (they must be "
-                                 "dense, on one device, with the compiled planned kernel and impl != 'reference')")
+                                 "dense and on one device)")
 
     def _refresh(self) -> None:
         """Re-reads the module's parameters after a registration somewhere (cheap: only then)."""
@@ -369,6 +395,7 @@ class Clipper:
         params = [p for _, p in named]
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
             _check_tensors(params)
+            _check_bounds(params, self.min, self.max)
             self.names = [name for name, _ in named]
             self.params = params
             if self._plan is not None and self._plan.captured:
@@ -389,6 +416,7 @@ class Clipper:
             return None  # nothing moved since the last try found no plan
         self._plan = plan = None
         params = tuple(self.params)
+        _check_bounds(params, self.min, self.max)  # a parameter may have changed dtype (.half())
         device = _single_device(self.params)
         if device is not None and device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             return None  # a plan is copied to the device from pageable memory, which a capture refuses: clip_ here

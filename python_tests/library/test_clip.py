@@ -294,7 +294,20 @@ def test_bound_may_be_a_one_element_tensor():
     assert x.abs().max() == 0.5
 
 
-# The compiled ops raise RuntimeError (the only exception the stable ABI carries out of a kernel); the Python layer
+@pytest.mark.parametrize("impl", [None, "reference"])
+def test_a_bound_beyond_a_dtypes_range_is_refused_before_anything_is_written(impl):
+    """On every path (the pure-torch one clamps tensor by tensor): the same ValueError, and no tensor changed."""
+    if impl is None:
+        impl_for("cpu")
+    a = torch.tensor([1e6, -1e6])
+    h = torch.tensor([1.0], dtype=torch.float16)
+    for bounds in (dict(c=1e5), dict(min=-1e39), dict(min=0.0, max=7e4)):
+        with pytest.raises(ValueError, match=r"outside the range of float(16|32) \("):
+            wgan_ext.clip_([a, h], impl=impl, **bounds)
+        assert a.tolist() == [1e6, -1e6] and h.item() == 1.0
+    wgan_ext.clip_([a, h], max=1.0, impl=impl)  # no lower bound (-inf inside) fits every dtype
+    assert a.tolist() == [1.0, -1e6] and h.item() == 1.0
+
 # checks first and raises ValueError/TypeError.
 @pytest.mark.parametrize("tensors,min_,max_,match", [
     ([torch.ones(3, dtype=torch.int32)], -1.0, 1.0, "dtype Int"),

@@ -3,13 +3,14 @@ the same results as the reference, bit for bit, and every way a parameter set ca
 rebuilds the plan or is followed, never a write through an old address."""
 
 import math
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
 import wgan_ext
-from wgan_ext import _reference
+from wgan_ext import _ops, _reference
 from wgan_ext import clip as clip_mod
 
 from conftest import CUDA, DEVICES, cuda_kernel_names, fused_available, needs_cuda
@@ -279,10 +280,21 @@ def test_bad_bound_for_a_dtype_is_refused_before_anything_is_written():
     planned("cpu")
     a = nn.Parameter(torch.tensor([1e6, -1e6]))
     h = nn.Parameter(torch.tensor([1.0], dtype=torch.float16))
-    clipper = wgan_ext.Clipper([a, h], 1e5)
-    with pytest.raises(RuntimeError, match="outside the range of float16"):
+    with pytest.raises(ValueError, match="outside the range of float16"):
+        wgan_ext.Clipper([a, h], 1e5)  # refused when built
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(2e5)
+    clipper = wgan_ext.Clipper(model, 1e5)
+    clipper()  # planned
+    model.bias.data = model.bias.data.half()  # a parameter that moves to float16: the rebuilt plan is refused
+    with pytest.raises(ValueError, match="outside the range of float16"):
         clipper()
-    assert a.tolist() == [1e6, -1e6]
+    assert model.weight.eq(1e5).all()  # only the first call wrote
+    model.weight.data.fill_(2e5)
+    with pytest.raises(ValueError, match="outside the range of float16"):
+        clipper()
+    assert model.weight.eq(2e5).all()
 
 
 def test_under_torch_compile_the_list_op_is_used(monkeypatch):
@@ -397,6 +409,30 @@ def test_a_flattened_parameter_moved_is_re_laid_out():
     assert all_within(model, 0.01) and buffers_of(clipper)[0].dtype == torch.float64
 
 
+@pytest.mark.parametrize("why", ["reference", "no planned kernel"])
+def test_flatten_without_a_plan_warns_and_clips_the_parameters_as_they_are(why, monkeypatch):
+    """flatten=True is a speed option: where the compiled ops are missing (a failed build) or the pure-torch
+    reference is asked for, a user's loop keeps working, with one warning saying why."""
+    kwargs = {}
+    if why == "reference":
+        kwargs["impl"] = "reference"
+    else:
+        monkeypatch.setitem(_ops.KERNELS, ("_clip_planned_", "cpu"), False)
+    model = mlp()
+    spread(model)
+    addresses = [p.data_ptr() for p in model.parameters()]
+    expected = [p.detach().clamp(-0.01, 0.01) for p in model.parameters()]
+    with pytest.warns(RuntimeWarning, match="not re-laid out and are clipped as they are, through clip_: "
+                                            + ("impl='reference'" if why == "reference" else "wgan_ext was built")):
+        clipper = wgan_ext.Clipper(model, 0.01, flatten=True, **kwargs)
+    assert not clipper.flatten and clipper._plan is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # clip_'s own fallback warning, where the kernel is missing
+        clipper()
+    assert [p.data_ptr() for p in model.parameters()] == addresses
+    assert all(torch.equal(p, e) for p, e in zip(model.parameters(), expected))
+
+
 def test_flatten_refusals_name_the_problem():
     planned("cpu")
     model = mlp()
@@ -405,8 +441,8 @@ def test_flatten_refusals_name_the_problem():
         wgan_ext.Clipper(model, 0.01, flatten=True)
     with pytest.raises(ValueError, match="needs cache_plan=True"):
         wgan_ext.Clipper(mlp(), 0.01, flatten=True, cache_plan=False)
-    with pytest.raises(ValueError, match="no launch plan applies"):
-        wgan_ext.Clipper(mlp(), 0.01, flatten=True, impl="reference")
+    with pytest.raises(ValueError, match="no launch plan applies to these parameters"):
+        wgan_ext.Clipper([torch.randn(4, 4)[:, :2]], 0.01, flatten=True)  # not dense
 
     leaf = torch.randn(3, requires_grad=True)
     with pytest.raises(ValueError, match="'0' is the result of an autograd operation"):
