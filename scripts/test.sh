@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone, in one command: makes (or reuses) the environment, builds wgan_ext with its
-# CPU and CUDA kernels once (a wheel), installs it, checks the build, runs every test, then runs the whole suite again
-# with the same wheel under the GPU machine's Python and torch (scripts/device_stack_check.sh; WGAN_EXT_SKIP_DEVICE_STACK=1
-# skips that part) and checks an isolated `pip install .` into another torch (scripts/isolated_install_check.sh;
-# WGAN_EXT_SKIP_ISOLATED_INSTALL=1 skips it). Exits non-zero on any failure.
+# CPU and CUDA kernels once (a wheel), installs it, checks the build, runs every test, the library's tests again on
+# the pure-torch fallback (WGAN_EXT_IMPL=reference), then the whole suite again with the same wheel under the GPU
+# machine's Python and torch (scripts/device_stack_check.sh; WGAN_EXT_SKIP_DEVICE_STACK=1 skips that part) and checks
+# an isolated `pip install .` into another torch (scripts/isolated_install_check.sh; WGAN_EXT_SKIP_ISOLATED_INSTALL=1
+# skips it). Exits non-zero on any failure.
 # Where nvcc is present the CUDA kernels must compile (WGAN_EXT_FORCE_CUDA) and be registered (info --require-cuda).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +36,10 @@ echo "[test] built in $(( $(date +%s) - start )) s since start" >&2
 export WGAN_EXT_REQUIRE_OPS=1
 "$(dirname "$PY")/pytest" python_tests -q -p no:cacheprovider "$@"
 echo "[test] suite passed in $(( $(date +%s) - start )) s" >&2
+# The library's tests again on the pure-torch fallback, what a user whose build failed runs (WGAN_EXT_IMPL=reference;
+# the tests that assert the compiled path is taken skip; about 30 s).
+WGAN_EXT_IMPL=reference "$(dirname "$PY")/pytest" python_tests/library -q -p no:cacheprovider
+echo "[test] the library's tests on the pure-torch fallback passed" >&2
 
 # The same wheel under Python 3.12 + torch 2.11 (the GPU machine's stack): loads without a rebuild, and the whole
 # suite passes there too (the trainer, evaluation and benchmarks included: the GPU machine runs them on torch 2.11).

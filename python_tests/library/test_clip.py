@@ -11,7 +11,7 @@ import wgan_ext
 from wgan_ext import _ops, _reference
 from wgan_ext.clip import SUPPORTED_DTYPES
 
-from conftest import CUDA, DEVICES, fused_available, needs_cuda
+from conftest import CUDA, DEVICES, compiled_path, fused_available, needs_cuda
 
 DTYPES = list(SUPPORTED_DTYPES)
 CHUNK = 65536  # the CUDA launcher's chunk: sizes around it exercise chunk edges
@@ -213,6 +213,7 @@ def test_torch_compile_traces_the_ops_without_graph_breaks(device):
         assert_same(a, e)
 
 
+@compiled_path
 def test_fallback_when_no_kernel_for_the_device(monkeypatch):
     monkeypatch.setattr(_ops, "KERNELS", {})
     x = make_values((50,), torch.float32, "cpu")
@@ -242,6 +243,7 @@ def test_reference_can_be_forced(how, monkeypatch):
     assert x.abs().max() <= 0.01
 
 
+@compiled_path
 def test_auto_uses_the_compiled_kernel_where_it_exists(monkeypatch):
     impl_for("cpu")
     monkeypatch.setattr(_reference, "clip_", lambda *a: pytest.fail("the reference ran although a kernel exists"))

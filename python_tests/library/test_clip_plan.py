@@ -13,7 +13,7 @@ import wgan_ext
 from wgan_ext import _ops, _reference
 from wgan_ext import clip as clip_mod
 
-from conftest import CUDA, DEVICES, cuda_kernel_names, fused_available, needs_cuda
+from conftest import CUDA, DEVICES, compiled_path, cuda_kernel_names, fused_available, needs_cuda
 
 CPU_CHUNK = 16384  # the CPU plan's chunk (csrc/cpu/clip_cpu.cpp)
 CUDA_CHUNK = 65536  # the CUDA plan's chunk (mta::kChunkSize)
@@ -152,6 +152,7 @@ def all_within(model, c):
                for p in model.parameters())
 
 
+@compiled_path
 def test_data_reassigned_rebuilds_and_the_old_memory_is_left_alone():
     planned("cpu")
     model = mlp()
@@ -388,6 +389,7 @@ def test_flatten_keeps_gradients_requires_grad_and_the_optimizer():
     assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), model.parameters()))
 
 
+@compiled_path
 def test_a_flattened_parameter_moved_is_re_laid_out():
     planned("cpu")
     model = mlp()
@@ -409,7 +411,7 @@ def test_a_flattened_parameter_moved_is_re_laid_out():
     assert all_within(model, 0.01) and buffers_of(clipper)[0].dtype == torch.float64
 
 
-@pytest.mark.parametrize("why", ["reference", "no planned kernel"])
+@pytest.mark.parametrize("why", ["reference", pytest.param("no planned kernel", marks=compiled_path)])
 def test_flatten_without_a_plan_warns_and_clips_the_parameters_as_they_are(why, monkeypatch):
     """flatten=True is a speed option: where the compiled ops are missing (a failed build) or the pure-torch
     reference is asked for, a user's loop keeps working, with one warning saying why."""
@@ -433,6 +435,7 @@ def test_flatten_without_a_plan_warns_and_clips_the_parameters_as_they_are(why, 
     assert all(torch.equal(p, e) for p, e in zip(model.parameters(), expected))
 
 
+@compiled_path
 def test_flatten_refusals_name_the_problem():
     planned("cpu")
     model = mlp()

@@ -12,7 +12,7 @@ from torch import nn
 import wgan_ext
 from wgan_ext import _ops, _reference
 
-from conftest import DEVICES, fused_available, needs_cuda
+from conftest import DEVICES, compiled_path, fused_available, needs_cuda
 
 CHUNK = 65536  # the CUDA launcher's chunk
 
@@ -474,6 +474,7 @@ def test_the_compiled_adam_op_checks_its_arguments(args, match):
         torch.ops.wgan_ext.adam_clip_step_(*args(p))
 
 
+@compiled_path
 def test_fallback_when_no_kernel_for_the_device(monkeypatch):
     monkeypatch.setattr(_ops, "KERNELS", {})
     params = make_params("cpu", torch.float32)
@@ -490,6 +491,7 @@ def test_fallback_when_no_kernel_for_the_device(monkeypatch):
         wgan_ext.ClippedRMSprop(params, impl="fused").step()
 
 
+@compiled_path
 def test_auto_uses_the_compiled_kernel_and_reference_can_be_forced(monkeypatch):
     impl_for("cpu")
     p = nn.Parameter(torch.zeros(5))
@@ -505,6 +507,7 @@ def test_auto_uses_the_compiled_kernel_and_reference_can_be_forced(monkeypatch):
     assert calls == [1]
 
 
+@compiled_path
 def test_non_dense_parameters_go_to_the_reference(monkeypatch):
     impl_for("cpu")
     base = torch.randn(8, 12) * 0.02

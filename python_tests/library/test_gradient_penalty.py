@@ -12,7 +12,7 @@ import wgan_ext
 from wgan_ext import _ops, _reference
 from wgan_ext.gradient_penalty import gradient_norm_penalty, interpolate
 
-from conftest import DEVICES, fused_available
+from conftest import DEVICES, compiled_path, fused_available
 
 IMPLS = ["fused", "reference"]
 
@@ -254,6 +254,7 @@ def test_fp16_autocast_with_grad_scaler_on_cuda(device):
 
 # --- fallback and bad input --------------------------------------------------------------------------------------
 
+@compiled_path
 def test_falls_back_to_the_reference_with_one_warning(monkeypatch):
     monkeypatch.setattr(_ops, "KERNELS", {})
     critic = make_critic((2,), "cpu", torch.float64)

@@ -10,7 +10,7 @@ import torch
 import wgan_ext
 from wgan_ext import _ops, info
 
-from conftest import EXPECT_CUDA_KERNELS, REQUIRE_OPS
+from conftest import EXPECT_CUDA_KERNELS, REQUIRE_OPS, compiled_path
 
 
 @pytest.mark.skipif(not REQUIRE_OPS, reason="only where the test command demands the compiled ops")
@@ -133,6 +133,7 @@ def test_bad_impl_is_refused(value, monkeypatch):
         _ops.resolve_impl(None)
 
 
+@compiled_path
 def test_missing_library_falls_back_with_one_warning(tmp_path):
     # A fresh interpreter in which `import wgan_ext._C` fails, as when the extension was never built.
     code = """

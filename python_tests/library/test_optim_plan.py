@@ -10,7 +10,7 @@ from torch import nn
 
 import wgan_ext
 
-from conftest import DEVICES, cuda_kernel_names, fused_available, needs_cuda
+from conftest import DEVICES, compiled_path, cuda_kernel_names, fused_available, needs_cuda
 
 CPU_CHUNK = 16384
 
@@ -99,6 +99,7 @@ def step_like_torch(opt, ref, ours, theirs):
 
 
 @pytest.mark.parametrize("name, kwargs", OPTIMIZERS)
+@compiled_path
 def test_planned_steps_match_torch(name, kwargs):
     planned("cpu", name)
     ours = [nn.Parameter(torch.randn(40, 30, dtype=torch.float64) * 0.02) for _ in range(3)]
@@ -131,6 +132,7 @@ def test_the_step_count_is_one_counter_and_state_dicts_interchange_with_torch():
 
 
 @pytest.mark.parametrize("name, kwargs", OPTIMIZERS[1:3])
+@compiled_path
 def test_what_moves_between_steps_rebuilds_the_plan(name, kwargs):
     """.data reassigned, a dtype move, load_state_dict, a cleared state, momentum switched on: each step still
     equals the per-list step on the same tensors."""

@@ -13,7 +13,7 @@ import wgan_ext
 from wgan_ext import _reference
 from wgan_ext.spectral_norm import SpectralNorm, power_iteration_
 
-from conftest import DEVICES, fused_available
+from conftest import DEVICES, compiled_path, fused_available
 
 OP = "spectral_norm_power_iteration_"
 
@@ -146,6 +146,7 @@ def test_batched_dcgan_critic_matches_torch_over_training_steps(device, impl):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@compiled_path
 def test_one_power_iteration_call_per_forward_for_all_layers():
     need_op("cpu")
     _, ours, group = twin_critics("cpu", torch.float32)

@@ -13,7 +13,7 @@ import wgan_ext
 from wgan_ext import _reference
 from wgan_ext.spectral_norm import normalize
 
-from conftest import DEVICES, fused_available
+from conftest import DEVICES, compiled_path, fused_available
 
 OP = "spectral_norm_normalize"
 INTO = "_spectral_norm_normalize_into"
@@ -161,6 +161,7 @@ def calls(fn, names):
 
 
 @pytest.mark.parametrize("n_layers", [2, 6])
+@compiled_path
 def test_one_normalize_call_per_forward_and_one_per_backward(n_layers):
     need_op("cpu")
     model = critic(n_layers)

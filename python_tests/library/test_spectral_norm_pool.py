@@ -12,7 +12,7 @@ from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 import wgan_ext
 from wgan_ext import _ops, _reference
 
-from conftest import fused_available
+from conftest import compiled_path, fused_available
 
 INTO = "_spectral_norm_normalize_into"
 sn_mod = importlib.import_module("wgan_ext.spectral_norm")
@@ -157,6 +157,7 @@ def expected_weight(layer):
     return W / torch.vdot(sn._u, torch.mv(W, sn._v))
 
 
+@compiled_path
 def test_outputs_are_reused_once_released():
     _, ours, group = pair()
     x = torch.randn(4, 3, dtype=torch.float64)
@@ -172,6 +173,7 @@ def test_outputs_are_reused_once_released():
     assert len(group._pool.slots) == 1 and used[3] == used[4] == used[0]
 
 
+@compiled_path
 def test_a_held_result_is_never_overwritten():
     theirs, ours, group = pair(update="manual")
     x = torch.randn(4, 3, dtype=torch.float64)
@@ -194,6 +196,7 @@ def test_a_held_result_is_never_overwritten():
     assert len(group._pool.slots) == 2
 
 
+@compiled_path
 def test_three_live_forwards_then_backward_match_torch_and_steady_state_allocates_nothing():
     """A critic step with a gradient penalty: real, fake and interpolate forwards alive until one backward."""
     theirs, ours, group = pair()
@@ -223,6 +226,7 @@ def test_three_live_forwards_then_backward_match_torch_and_steady_state_allocate
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@compiled_path
 def test_past_the_limit_forwards_allocate_and_stay_right():
     _, ours, group = pair(update="manual")
     x = torch.randn(4, 3, dtype=torch.float64)
@@ -233,6 +237,7 @@ def test_past_the_limit_forwards_allocate_and_stay_right():
         torch.testing.assert_close(y.detach(), ref, rtol=1e-12, atol=1e-12)
 
 
+@compiled_path
 def test_a_dtype_change_gets_new_outputs():
     _, ours, group = pair(update="manual")
     x = torch.randn(4, 3, dtype=torch.float64)
@@ -251,6 +256,7 @@ def test_a_dtype_change_gets_new_outputs():
     torch.testing.assert_close(y, h, rtol=1e-5, atol=1e-6)
 
 
+@compiled_path
 def test_inference_mode_before_and_between_training_forwards():
     theirs, ours, group = pair()
     x = torch.randn(4, 3, dtype=torch.float64)
@@ -280,6 +286,7 @@ def test_torch_func_transforms_leave_the_pool_alone():
     assert group._pool.slots == []
 
 
+@compiled_path
 def test_copies_start_with_an_empty_pool():
     _, ours, group = pair()
     x = torch.randn(4, 3, dtype=torch.float64)
