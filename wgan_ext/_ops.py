@@ -25,6 +25,10 @@ OP_NAMES = ("clip_", "clip_count_", "_clip_planned_", "interpolate", "gradient_n
             "rmsprop_clip_step_", "adam_clip_step_", "_rmsprop_clip_planned_", "_adam_clip_planned_")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
+# Where each tensor starts in a buffer the Python layer lays out for the kernels (Clipper's flat layout, spectral
+# norm's kept outputs): a multiple of 64 bytes, for vector loads on CUDA and whole cache lines on the CPU.
+ALIGN_BYTES = 64
+
 LOAD_ERROR: BaseException | None = None
 try:
     # Loading the library registers torch.ops.wgan_ext.*. It is built on the LibTorch stable ABI and the Python

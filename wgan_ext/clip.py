@@ -237,9 +237,6 @@ class _ClipPlan:
         return out
 
 
-_ALIGN_BYTES = 64  # where each tensor starts in a flat buffer: vector loads on CUDA and cache lines on the CPU
-
-
 def _flatten_(tensors: tuple[torch.Tensor, ...], names: list[str]) -> tuple[torch.Tensor, ...]:
     """Re-lays out `tensors` (one device, all dense) in place as views of one buffer per dtype, keeping each tensor
     object (``torch.utils.swap_tensors``), its values, shape, strides, ``requires_grad`` and ``.grad``. Every view
@@ -264,7 +261,7 @@ def _flatten_(tensors: tuple[torch.Tensor, ...], names: list[str]) -> tuple[torc
     sizes: dict[torch.dtype, int] = {}
     offsets = []
     for t in tensors:
-        step = max(1, _ALIGN_BYTES // t.element_size())
+        step = max(1, _ops.ALIGN_BYTES // t.element_size())
         start = -(-sizes.get(t.dtype, 0) // step) * step
         offsets.append(start)
         sizes[t.dtype] = start + t.numel()

@@ -56,7 +56,6 @@ def normalize(weights: list[torch.Tensor], us: list[torch.Tensor], vs: list[torc
 
 
 _USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)  # references to a storage (private; in torch >= 2.0)
-_ALIGN_BYTES = 64
 
 
 def _functorch_active() -> bool:
@@ -73,7 +72,7 @@ class _Slot:
     def __init__(self, key: tuple, device: torch.device):
         offsets, n = [], 0
         for dtype, shape in key:
-            n = -(-n // _ALIGN_BYTES) * _ALIGN_BYTES
+            n = -(-n // _ops.ALIGN_BYTES) * _ops.ALIGN_BYTES
             offsets.append(n)
             n += shape[0] * shape[1] * dtype.itemsize
         buffer = torch.empty(max(n, 1), dtype=torch.uint8, device=device)
