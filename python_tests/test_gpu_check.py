@@ -40,6 +40,8 @@ exit 0
 
 FAKE_SANITIZER = r"""#!/usr/bin/env bash
 echo "sanitizer $*" >> "$FAKE_CALLS"
+[ "${FAKE_SAN_UNSUPPORTED:-0}" = 1 ] && { echo "========= Error: Device not supported" >&2; exit 9; }
+[ -n "${FAKE_SAN_RC:-}" ] && { echo "========= ERROR SUMMARY: 1 error" >&2; exit "$FAKE_SAN_RC"; }
 while [[ "$1" == --* ]]; do shift 2; done  # --tool T, --error-exitcode N, --target-processes all
 exec "$@"
 """
@@ -149,3 +151,13 @@ def test_at_the_deadline_what_finished_is_kept_and_the_rest_is_reported_not_run(
     assert "=== profile-steps-cuda: NOT RUN (deadline reached)" in log
     assert not any(p.startswith(".") for p in brought), brought
     assert "SOME STEPS FAILED" in log
+
+
+def test_a_gpu_the_sanitizer_does_not_support_is_reported_not_failed_and_a_sanitizer_error_fails(tmp_path):
+    rc, _, _, log, _ = run_check(tmp_path / "unsupported", FAKE_SAN_UNSUPPORTED=1)
+    assert rc == 0, log
+    assert "=== compute-sanitizer does not support this machine's GPU" in log and "NOT CHECKED" in log
+    assert "gpu_check: all steps passed, the sanitizers not run (commit abc1234)" in log
+    rc, _, _, log, _ = run_check(tmp_path / "error", FAKE_SAN_RC=9)
+    assert rc == 1 and "ERROR SUMMARY: 1 error" in log
+    assert "gpu_check: SOME STEPS FAILED (commit abc1234)" in log and "NOT CHECKED" not in log
