@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # the benchmarks' results in the order they run (the profiler tables run after fused_optim, into the log)
 BENCHES = ["train", "train_compile", "fused_optim", "spectral_norm", "clip", "gradient_penalty"]
+TEST_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "python_tests").rglob("test_*.py"))
 
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 # every command the check runs through its interpreter: recorded, then played as the test asks (FAKE_* variables)
@@ -25,7 +26,7 @@ case "$*" in
     ls wgan_ext/_C*.so >/dev/null 2>&1 && { echo "an earlier _C*.so is still there" >&2; exit 3; }
     echo built > wgan_ext/_C.abi3.so; exit "${FAKE_BUILD_RC:-0}" ;;
   *error_smoke.py*) [ -n "${CXX:-}" ] && exit 0; exit "${FAKE_SMOKE_RC:-0}" ;;
-  *"-m pytest python_tests "*) echo "the CUDA tests' output"; exit "${FAKE_TESTS_RC:-0}" ;;
+  *"-m pytest python_tests/train/"*) echo "the CUDA tests' output"; exit "${FAKE_TESTS_RC:-0}" ;;
   *"-m pytest"*) exit "${FAKE_TESTS_RC:-0}" ;;
   *benchmarks/bench_*.py*)
     name=${1#benchmarks/bench_}; name=${name%.py}
@@ -62,6 +63,9 @@ def run_check(tmp_path, carried=True, **fake):
     shutil.copy(ROOT / "scripts" / "gpu_check.sh", tree / "scripts")
     if carried:
         (tree / "wgan_ext" / "_C.abi3.so").write_text("carried")
+    for test in TEST_FILES:  # the suite's files (empty): the check orders them
+        (tree / test).parent.mkdir(parents=True, exist_ok=True)
+        (tree / test).touch()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     python = _executable(bin_dir / "python", FAKE_PYTHON)
@@ -87,7 +91,14 @@ def test_a_carried_build_that_runs_here_is_used_and_everything_comes_back(tmp_pa
     assert brought == sorted(["gpu_check.log", "bench-cuda.md"] + [f"{b}-cuda.json" for b in BENCHES])
     assert "the CUDA tests' output" in log  # the tests' log, appended to the main one
     # the CUDA tests, the sanitizers over the smoke cases (all three tools) and over the kernel tests
-    assert any(c.startswith("python -m pytest python_tests -m cuda") for c in calls)
+    tests = [c.split() for c in calls if c.startswith("python -m pytest python_tests/train/")]
+    assert len(tests) == 1 and tests[0][-7:] == ["-m", "cuda", "-v", "-rs", "--durations=25", "-p", "no:cacheprovider"]
+    files = [a for a in tests[0] if a.endswith(".py")]
+    # every test file once, those never run on a GPU first (the trainer's, the graphs', the fused optimizers')
+    assert sorted(files) == TEST_FILES and len(set(files)) == len(files)
+    assert files[:5] == ["python_tests/train/test_train_graphs.py", "python_tests/train/test_precision.py",
+                         "python_tests/train/test_data.py", "python_tests/library/test_graphs.py",
+                         "python_tests/library/test_fused_optim.py"]
     for tool in ("memcheck", "synccheck", "racecheck"):
         assert sum(c.startswith(f"sanitizer --tool {tool}") for c in calls) == (1 if tool == "racecheck" else 2)
     assert sum(c == "python scripts/kernel_smoke.py --device cuda" for c in calls) == 3

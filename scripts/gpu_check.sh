@@ -101,12 +101,22 @@ SHARE=${SANITIZER_SHARE:-170}
 KERNEL_TESTS="python_tests/library/test_optim_plan.py python_tests/library/test_clip_plan.py
 python_tests/library/test_fused_optim.py python_tests/library/test_clip.py python_tests/library/test_gradient_penalty.py
 python_tests/library/test_spectral_norm.py"
+# The test files in this order: those never run on a GPU first (the trainer, CUDA graphs, the fused optimizers,
+# spectral norm's CUDA paths), then the rest, so that a test step stopped at its share loses what ran on the H100.
+FIRST_TESTS="python_tests/train/test_train_graphs.py python_tests/train/test_precision.py python_tests/train/test_data.py
+python_tests/library/test_graphs.py python_tests/library/test_fused_optim.py python_tests/library/test_optim_plan.py
+python_tests/library/test_spectral_norm_cuda.py python_tests/library/test_spectral_norm_normalize.py"
+TEST_FILES=()
+for f in $FIRST_TESTS; do [ -f "$f" ] && TEST_FILES+=("$f"); done
+while IFS= read -r f; do
+  [[ " ${TEST_FILES[*]} " == *" $f "* ]] || TEST_FILES+=("$f")
+done < <(find python_tests -name 'test_*.py' | sort)
 pids=() logs=()  # a background step and its log (the sanitizers': checked for a GPU they do not support)
 san_unsupported=0
 if want tests || want suite; then
   marker=(-m cuda); want suite && marker=()
-  step tests "$OUT/tests.log" "$SHARE" "$PY" -m pytest python_tests "${marker[@]}" -v -rs -p no:cacheprovider \
-    ${PYTEST_ARGS:-} & pids+=($!); logs+=("")
+  step tests "$OUT/tests.log" "$SHARE" "$PY" -m pytest "${TEST_FILES[@]}" "${marker[@]}" -v -rs --durations=25 \
+    -p no:cacheprovider ${PYTEST_ARGS:-} & pids+=($!); logs+=("")
 fi
 if want sanitizer; then
   # every kernel once per representative case (scripts/kernel_smoke.py: a few dozen launches) under each tool:
