@@ -253,36 +253,36 @@ def run_device(device: str, quick: bool, out_dir: Path, compile_: bool = False, 
     rows, failed = [], []
     settings = {"quick": quick, "n_critic": N_CRITIC, "compile": compile_,
                 "cases": {c: case_settings(c, quick) for c in cases}}
-    for i, case in enumerate(cases):
-        for mode in CASE_MODES[case]:
-            fns = {}
-            for v in variants_for(mode, compile_):
-                loop = Loop(case, mode, v, quick, device)
-                if v == "compile":  # compiled here, before the timing; a failure is reported as a row
-                    try:
-                        for _ in range(3):
-                            loop.step()
-                    except Exception as e:  # noqa: BLE001
-                        failed.append({"case": case, "mode": mode,
-                                       "variant": f"{v} FAILED: {type(e).__name__}: {e}"[:300]})
-                        continue
-                fns[v] = loop.step
-            for name, options in trainer_variants(case, device).items():
-                try:  # a failure here must not cost the GPU run its other rows: it is reported as a row
-                    fns[name] = trainer_step(case, mode, quick, device, **options)
+    todo = [(case, mode) for case in cases for mode in CASE_MODES[case]]
+    for i, (case, mode) in enumerate(todo):
+        fns = {}
+        for v in variants_for(mode, compile_):
+            loop = Loop(case, mode, v, quick, device)
+            if v == "compile":  # compiled here, before the timing; a failure is reported as a row
+                try:
+                    for _ in range(3):
+                        loop.step()
                 except Exception as e:  # noqa: BLE001
                     failed.append({"case": case, "mode": mode,
-                                   "variant": f"{name} FAILED: {type(e).__name__}: {e}"[:300]})
-            min_time = 0.5 if quick else (6.0 if case == "toy-mlp" else 20.0)
-            timed = common.time_interleaved(fns, device, min_run_time=min_time, rounds=3 if quick else 7)
-            base = timed["torch"]["median_us"]
-            batch = case_settings(case, quick)["batch"]
-            for v, t in timed.items():
-                it_per_s = 1e6 / t["median_us"]
-                rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": it_per_s,
-                             "real_per_s": it_per_s * N_CRITIC * batch, "vs_torch": base / t["median_us"]})
-        # written after every case, so that a run stopped at its time limit (a lent GPU's) keeps the cases done
-        left = cases[i + 1:]
+                                   "variant": f"{v} FAILED: {type(e).__name__}: {e}"[:300]})
+                    continue
+            fns[v] = loop.step
+        for name, options in trainer_variants(case, device).items():
+            try:  # a failure here must not cost the GPU run its other rows: it is reported as a row
+                fns[name] = trainer_step(case, mode, quick, device, **options)
+            except Exception as e:  # noqa: BLE001
+                failed.append({"case": case, "mode": mode,
+                               "variant": f"{name} FAILED: {type(e).__name__}: {e}"[:300]})
+        min_time = 0.5 if quick else (6.0 if case == "toy-mlp" else 20.0)
+        timed = common.time_interleaved(fns, device, min_run_time=min_time, rounds=3 if quick else 7)
+        base = timed["torch"]["median_us"]
+        batch = case_settings(case, quick)["batch"]
+        for v, t in timed.items():
+            it_per_s = 1e6 / t["median_us"]
+            rows.append({"case": case, "mode": mode, "variant": v, **t, "it_per_s": it_per_s,
+                         "real_per_s": it_per_s * N_CRITIC * batch, "vs_torch": base / t["median_us"]})
+        # written after every case and mode, so that a run stopped at its time limit (a lent GPU's) keeps what is done
+        left = [f"{c} {m}" for c, m in todo[i + 1:]]
         done = dict(settings, incomplete=f"not yet run: {', '.join(left)}") if left else settings
         write(out_dir, device, env, done, rows + failed, stem)
 

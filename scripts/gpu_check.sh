@@ -148,7 +148,7 @@ for f in "$OUT"/tests.log "$OUT"/.san-*.log; do [ -f "$f" ] && { echo "--- $f"; 
 # the main log), then spectral_norm, clip and gradient_penalty. Their timing windows are shortened
 # (WGAN_EXT_BENCH_TIME_SCALE, default 0.4 here, recorded in every result) so that as many as possible fit after the
 # tests. Each benchmark's JSON goes into $OUT and its table into bench-cuda.md as soon as it finishes (bench_train
-# also writes after every case), so a run cut off at the deadline keeps what finished. At most 8 files come back
+# also writes after every case and mode), so a run cut off at the deadline keeps what finished. At most 8 files come back
 # (the device tool's limit): gpu_check.log (the tests' and sanitizers' logs appended), bench-cuda.md, 6 JSONs.
 if want bench; then
   export WGAN_EXT_BENCH_TIME_SCALE="${WGAN_EXT_BENCH_TIME_SCALE:-0.4}"
