@@ -49,7 +49,8 @@ step() {  # usage: step NAME LOGFILE LIMIT CMD... ; runs CMD for at most LIMIT s
 }
 
 { echo "commit $WGAN_EXT_COMMIT"; date -u; grep PRETTY_NAME /etc/os-release; ldd --version | head -1; nvidia-smi
-  nvcc --version; "$PY" -c 'import torch,sys; print(sys.version); print("torch", torch.__version__, torch.version.cuda)'; } >>"$LOG" 2>&1
+  nvcc --version
+  "$PY" -c 'import torch,sys; print(sys.version); print("torch", torch.__version__, torch.version.cuda)'; } >>"$LOG" 2>&1
 
 # A carried build first: wgan_ext/_C.abi3.so built on the CPU machine (scripts/prepare_carry.sh) and brought along
 # by the device tool's `carry`. The extension is on the LibTorch stable ABI, so it loads into this machine's torch
@@ -103,8 +104,8 @@ python_tests/library/test_fused_optim.py python_tests/library/test_clip.py pytho
 python_tests/library/test_spectral_norm.py"
 # The test files in this order: those never run on a GPU first (the trainer, CUDA graphs, the fused optimizers,
 # spectral norm's CUDA paths), then the rest, so that a test step stopped at its share loses what ran on the H100.
-FIRST_TESTS="python_tests/train/test_train_graphs.py python_tests/train/test_precision.py python_tests/train/test_data.py
-python_tests/library/test_graphs.py python_tests/library/test_fused_optim.py python_tests/library/test_optim_plan.py
+FIRST_TESTS="python_tests/train/test_train_graphs.py python_tests/train/test_precision.py
+python_tests/train/test_data.py python_tests/library/test_graphs.py python_tests/library/test_fused_optim.py python_tests/library/test_optim_plan.py
 python_tests/library/test_spectral_norm_cuda.py python_tests/library/test_spectral_norm_normalize.py"
 TEST_FILES=()
 for f in $FIRST_TESTS; do [ -f "$f" ] && TEST_FILES+=("$f"); done
@@ -148,8 +149,9 @@ for f in "$OUT"/tests.log "$OUT"/.san-*.log; do [ -f "$f" ] && { echo "--- $f"; 
 # the main log), then spectral_norm, clip and gradient_penalty. Their timing windows are shortened
 # (WGAN_EXT_BENCH_TIME_SCALE, default 0.4 here, recorded in every result) so that as many as possible fit after the
 # tests. Each benchmark's JSON goes into $OUT and its table into bench-cuda.md as soon as it finishes (bench_train
-# also writes after every case and mode), so a run cut off at the deadline keeps what finished. At most 8 files come back
-# (the device tool's limit): gpu_check.log (the tests' and sanitizers' logs appended), bench-cuda.md, 6 JSONs.
+# also writes after every case and mode), so a run cut off at the deadline keeps what finished. At most 8 files
+# come back (the device tool's limit): gpu_check.log (the tests' and sanitizers' logs appended), bench-cuda.md and
+# 6 JSONs.
 if want bench; then
   export WGAN_EXT_BENCH_TIME_SCALE="${WGAN_EXT_BENCH_TIME_SCALE:-0.4}"
   BENCH_TMP="$OUT/.bench"
@@ -174,8 +176,8 @@ if want bench; then
 fi
 
 if [ $san_unsupported -eq 1 ]; then
-  echo "=== compute-sanitizer does not support this machine's GPU (\"Device not supported\"): NOT CHECKED by the sanitizers" \
-    | tee -a "$LOG"
+  echo "=== compute-sanitizer does not support this machine's GPU (\"Device not supported\"):" \
+    "NOT CHECKED by the sanitizers" | tee -a "$LOG"
 fi
 echo "gpu_check: $([ $status -eq 0 ] && echo all steps passed || echo SOME STEPS FAILED)$([ $san_unsupported -eq 1 ] \
   && echo ", the sanitizers not run") (commit $WGAN_EXT_COMMIT)" | tee -a "$LOG"
