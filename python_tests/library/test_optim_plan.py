@@ -303,6 +303,11 @@ def warmed_up_cuda_optimizer():
 
 
 def replay_changes_and_clamps(graph, params):
+    """Replays the captured step after negating the gradients in place (the graph reads them at these addresses).
+    With the warm-up's gradients again nothing would change: lr 1e-2 put every parameter at the bound its gradient
+    pushes it to, and the same push leaves it there (seen with the CPU kernel, the same math)."""
+    for p in params:
+        p.grad.neg_()
     before = [p.detach().clone() for p in params]
     graph.replay()
     torch.cuda.synchronize()
