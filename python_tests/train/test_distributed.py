@@ -207,3 +207,48 @@ def test_launch_info(monkeypatch):
     with pytest.raises(ConfigError, match="inconsistent"):
         distributed.launch_info()
     assert distributed.Distributed(rank=1, world_size=4).shard(16) == slice(4, 8)
+
+
+def _fake_gpus(monkeypatch, count=2, current=1):
+    """This process as if torch saw `count` GPUs with cuda:`current` current (nothing here touches CUDA)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+
+
+@pytest.mark.parametrize("name, index", [("cuda", 1), ("auto", 1), ("cuda:0", 0), ("cuda:1", 1)])
+def test_a_cuda_device_always_has_its_index(name, index, monkeypatch):
+    """torch.cuda.set_device (which the trainer calls) refuses a bare "cuda"; every CUDA device picked has an index."""
+    _fake_gpus(monkeypatch)
+    device = distributed.pick_device(name)
+    assert device == torch.device("cuda", index)
+    assert torch.cuda._utils._get_device_index(device) == index  # what set_device does with it
+
+
+def test_a_cuda_index_beyond_the_gpus_is_refused(monkeypatch):
+    _fake_gpus(monkeypatch)
+    with pytest.raises(ConfigError, match=r"'cuda:2', but torch sees 2 CUDA device\(s\): cuda:0 to cuda:1"):
+        distributed.pick_device("cuda:2")
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_the_trainer_sets_a_cuda_device_torch_accepts(device, monkeypatch, tmp_path):
+    """The first thing a Trainer does on a GPU (it crashed there with --device auto or cuda: set_device got a bare
+    "cuda"); faked here up to that call, which is replaced by torch's own argument check."""
+    _fake_gpus(monkeypatch, count=1, current=0)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def set_device(d):
+        seen.append(torch.cuda._utils._get_device_index(d))  # raises on a device without an index, as set_device
+        raise Stop
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    cfg = resolve(TrainConfig(dataset="8gaussians", iters=1, batch_size=8, hidden=8, device=device,
+                              out=str(tmp_path / "run"), progress=False, tensorboard=False, plots=False))
+    with pytest.raises(Stop):
+        Trainer(cfg)
+    assert seen == [0]

@@ -70,7 +70,8 @@ def launch_info() -> tuple[int, int, int]:
 
 
 def pick_device(name: str) -> torch.device:
-    """The training device; under torchrun with several processes, auto and cuda mean cuda:LOCAL_RANK."""
+    """The training device, a CUDA one always with its index (torch.cuda.set_device refuses a bare "cuda"): auto
+    and cuda mean the current CUDA device, and under torchrun with several processes cuda:LOCAL_RANK."""
     _, world, local_rank = launch_info()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -85,6 +86,12 @@ def pick_device(name: str) -> torch.device:
             raise ConfigError(f"LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} CUDA device(s): "
                               f"start at most that many processes per node")
         device = torch.device("cuda", local_rank)
+    elif device.type == "cuda":
+        count = torch.cuda.device_count()
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= count:
+            raise ConfigError(f"--device: {name!r}, but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
     return device
 
 
