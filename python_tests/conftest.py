@@ -18,6 +18,17 @@ EXPECT_CUDA_KERNELS = os.environ.get("WGAN_EXT_EXPECT_CUDA_KERNELS") == "1"
 
 
 @pytest.fixture(autouse=True)
+def _cpu_unless_marked_cuda(request, monkeypatch):
+    """Tests not marked `cuda` are written for a machine without a GPU (CI's): on one with a GPU (a user's running
+    scripts/test.sh, or gpu_check's suite step) they run as they would there. The trainer's --device auto then means
+    the CPU, in this process and in the processes a test starts (torchrun, the CLI). Tests that need a GPU carry the
+    `cuda` marker (and needs_cuda)."""
+    if CUDA and request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(autouse=True)
 def _fresh_fallback_warnings():
     """Each test sees the fallback warning anew (it is issued once per process otherwise)."""
     _ops._warned.clear()

@@ -192,3 +192,21 @@ def test_direct_op_calls_bump_the_versions_of_written_tensors_only(name):
     for i, group in enumerate(args):
         for t, v in zip(group, before[i]):
             assert (t._version > v) == (i in written), (name, i)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="only where a GPU is visible")
+def test_without_the_cuda_marker_a_test_runs_as_on_a_machine_without_a_gpu():
+    """conftest's _cpu_unless_marked_cuda: the suite's CPU tests keep their meaning on a GPU machine."""
+    import os
+
+    assert not torch.cuda.is_available() and os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    from wgan_ext.train import pick_device
+    assert pick_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_with_the_cuda_marker_a_test_sees_the_gpu():
+    import os
+
+    assert torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES") != ""
