@@ -2,6 +2,10 @@
 GPU, marked cuda), capturable optimizers and their portable state. The trainer's use of it:
 train/test_train_graphs.py."""
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -73,18 +77,31 @@ def test_prepare_optimizer_refuses_one_without_a_capturable_mode():
 @pytest.mark.cuda
 @needs_cuda
 def test_a_step_that_cannot_be_captured_fails_with_a_clear_message():
-    def syncs(x):
-        return x * float(x.sum().item())  # a host read: refused during capture
+    """In a process of its own: in torch <= 2.11 a failed capture can leave the caching allocator believing a capture
+    is still under way (pytorch#180395, fixed in 2.12), which must not reach the other tests."""
+    code = textwrap.dedent("""
+        import re
+        import torch
+        from wgan_ext import graphs
 
-    step = graphs.GraphedStep(syncs, capture=True, warmup=1)
-    x = torch.ones(4, device="cuda")
-    assert torch.equal(step(x), torch.full((4,), 4.0, device="cuda"))  # the eager warm-up call works
-    before = torch.cuda.current_stream()
-    # CUDA's error text spans lines: (?s) lets .* cross them
-    with pytest.raises(graphs.GraphCaptureError, match="(?s)CUDA graph capture of syncs failed.*--cuda-graphs off"):
-        step(x)
-    assert torch.cuda.current_stream() == before  # not left on the capture stream
-    assert torch.equal(syncs(x), torch.full((4,), 4.0, device="cuda"))  # the process goes on working
+        def syncs(x):
+            return x * float(x.sum().item())  # a host read: refused during capture
+
+        step = graphs.GraphedStep(syncs, capture=True, warmup=1)
+        x = torch.ones(4, device="cuda")
+        assert torch.equal(step(x), torch.full((4,), 4.0, device="cuda"))  # the eager warm-up call works
+        before = torch.cuda.current_stream()
+        try:
+            step(x)
+            raise SystemExit("the capture did not fail")
+        except graphs.GraphCaptureError as e:  # CUDA's error text spans lines: (?s) lets .* cross them
+            assert re.search("(?s)CUDA graph capture of syncs failed.*--cuda-graphs off", str(e)), str(e)
+        assert torch.cuda.current_stream() == before  # not left on the capture stream
+        assert torch.equal(syncs(x), torch.full((4,), 4.0, device="cuda"))  # the process goes on working
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
 
 
 @pytest.mark.cuda
