@@ -392,7 +392,6 @@ class Clipper:
         params = [p for _, p in named]
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
             _check_tensors(params)
-            _check_bounds(params, self.min, self.max)
             self.names = [name for name, _ in named]
             self.params = params
             if self._plan is not None and self._plan.captured:
